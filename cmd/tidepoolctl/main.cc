@@ -1,0 +1,39 @@
+// tidepoolctl: the admin CLI. Speaks gRPC with mutual TLS as the "tidepoolctl" identity, whose
+// certificate the platform issues into its data directory on first start.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cmd/tidepoolctl/status_command.h"
+#include "lib/service_main.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: tidepoolctl <command> [flags]\n"
+    "\n"
+    "commands:\n"
+    "  status [--json] [--timeout 2s]   health of every platform service\n"
+    "  version                          print the version\n"
+    "\n"
+    "flags (all commands):\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    (args.empty() ? std::cerr : std::cout) << kUsage << tidepool::ServerFlagsHelp();
+    return args.empty() ? tidepool::kExitUsage : tidepool::kExitOk;
+  }
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "version" || args[0] == "--version") {
+    std::cout << "tidepoolctl " << TIDEPOOL_VERSION << "\n";
+    return tidepool::kExitOk;
+  }
+  if (args[0] == "status") {
+    return tidepool::ctl::StatusCommand(rest, std::cout, std::cerr);
+  }
+  std::cerr << "tidepoolctl: unknown command \"" << args[0] << "\" (see tidepoolctl --help)\n";
+  return tidepool::kExitUsage;
+}

@@ -1,0 +1,36 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/channel.h"
+#include "lib/pki.h"
+
+namespace tidepool {
+
+// Opens a mutual-TLS channel to a platform service at `target` ("host:port"), presenting
+// `self`'s certificate and trusting only the platform CA. The server's certificate must name
+// the host (every platform certificate names localhost, 127.0.0.1 and ::1). Connects lazily.
+std::shared_ptr<grpc::Channel> DialPlatformService(const TlsIdentity& self,
+                                                   const std::string& target);
+
+// The state file of a running service: <data_dir>/run/<name>.json.
+std::string RunFilePath(const std::string& data_dir, const std::string& name);
+
+// What a running service wrote to <data_dir>/run/<name>.json.
+struct RunInfo {
+  std::string service;
+  std::vector<std::string> full_names;
+  std::string grpc;     // host:port
+  std::string metrics;  // host:port
+  int64_t pid = 0;
+  std::string started;
+};
+
+// Reads a run file. NOT_FOUND if the service has not written one (it is not running);
+// INVALID_ARGUMENT if the file is malformed.
+absl::StatusOr<RunInfo> ReadRunInfo(const std::string& data_dir, const std::string& name);
+
+}  // namespace tidepool

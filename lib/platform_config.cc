@@ -1,0 +1,145 @@
+#include "lib/platform_config.h"
+
+#include <cctype>
+#include <cstdlib>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "lib/config_loader.h"
+
+namespace tidepool {
+namespace {
+
+constexpr int kFirstGrpcPort = 7401;
+constexpr int kFirstMetricsPort = 9401;
+
+std::string CheckAddress(const std::string& value) {
+  if (value.empty()) {
+    return "must not be empty";
+  }
+  for (char c : value) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == ':' || c == '-' ||
+          c == '[' || c == ']')) {
+      return absl::StrCat("must be a host name or IP address, got \"", value, "\"");
+    }
+  }
+  return "";
+}
+
+std::string CheckPath(const std::string& value) {
+  if (value.find('\0') != std::string::npos) {
+    return "must not contain NUL";
+  }
+  return "";
+}
+
+void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
+  schema.String("platform.data_dir", &config.data_dir, CheckPath);
+  schema.Duration("platform.shutdown_grace", &config.shutdown_grace, absl::ZeroDuration(),
+                  absl::Seconds(4));
+  schema.Enum("log.level", &config.log_level, {"debug", "info", "warning", "error"});
+  schema.Bool("tls.auto_generate", &config.tls_auto_generate);
+  schema.String("tls.dir", &config.tls_dir, CheckPath);
+  for (const std::string& name : ServiceNames()) {
+    ServiceEndpointConfig& svc = config.services[name];
+    schema.String(absl::StrCat(name, ".grpc_address"), &svc.grpc_address, CheckAddress);
+    schema.Int(absl::StrCat(name, ".grpc_port"), &svc.grpc_port, 0, 65535);
+    schema.String(absl::StrCat(name, ".metrics_address"), &svc.metrics_address, CheckAddress);
+    schema.Int(absl::StrCat(name, ".metrics_port"), &svc.metrics_port, 0, 65535);
+  }
+}
+
+// Checks rules that span keys. Port 0 (any free port) may repeat.
+absl::Status CheckWhole(const PlatformConfig& config, absl::string_view name) {
+  std::map<int, std::string> used;
+  for (const std::string& svc : ServiceNames()) {
+    const ServiceEndpointConfig& endpoint = config.Service(svc);
+    for (const auto& [key, port] : {std::pair{absl::StrCat(svc, ".grpc_port"), endpoint.grpc_port},
+                                    std::pair{absl::StrCat(svc, ".metrics_port"),
+                                              endpoint.metrics_port}}) {
+      if (port == 0) {
+        continue;
+      }
+      auto [it, inserted] = used.emplace(port, key);
+      if (!inserted) {
+        return absl::InvalidArgumentError(absl::StrCat(name, ": '", key, "' and '", it->second,
+                                                       "' both use port ", port));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PlatformConfig> Finish(PlatformConfig config, absl::string_view name) {
+  absl::Status whole = CheckWhole(config, name);
+  if (!whole.ok()) {
+    return whole;
+  }
+  return config;
+}
+
+}  // namespace
+
+PlatformConfig DefaultPlatformConfig() {
+  PlatformConfig config;
+  int i = 0;
+  // Fixed, documented defaults (not start order) so ports stay stable as services are added.
+  for (const char* name : {"auth", "provisioner", "secrets", "proxy", "scaler", "audit"}) {
+    ServiceEndpointConfig& svc = config.services[name];
+    svc.grpc_port = kFirstGrpcPort + i;
+    svc.metrics_port = kFirstMetricsPort + i;
+    ++i;
+  }
+  return config;
+}
+
+absl::StatusOr<PlatformConfig> LoadPlatformConfig(const std::string& path) {
+  PlatformConfig config = DefaultPlatformConfig();
+  if (path.empty()) {
+    return config;
+  }
+  ConfigSchema schema;
+  BuildSchema(config, schema);
+  absl::Status status = LoadYamlFile(path, schema);
+  if (!status.ok()) {
+    return status;
+  }
+  config.source = path;
+  return Finish(std::move(config), path);
+}
+
+absl::StatusOr<PlatformConfig> LoadPlatformConfigFromString(absl::string_view yaml,
+                                                           absl::string_view name) {
+  PlatformConfig config = DefaultPlatformConfig();
+  ConfigSchema schema;
+  BuildSchema(config, schema);
+  absl::Status status = LoadYamlString(yaml, name, schema);
+  if (!status.ok()) {
+    return status;
+  }
+  config.source = std::string(name);
+  return Finish(std::move(config), name);
+}
+
+std::vector<std::string> PlatformConfigKeys() {
+  PlatformConfig config = DefaultPlatformConfig();
+  ConfigSchema schema;
+  BuildSchema(config, schema);
+  return schema.Keys();
+}
+
+std::string DefaultDataDir() {
+  if (const char* dir = std::getenv("TIDEPOOL_DATA_DIR"); dir != nullptr && *dir != '\0') {
+    return dir;
+  }
+  if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg != nullptr && *xdg != '\0') {
+    return absl::StrCat(xdg, "/tidepool");
+  }
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    return absl::StrCat(home, "/.local/share/tidepool");
+  }
+  return "/var/lib/tidepool";
+}
+
+}  // namespace tidepool

@@ -1,0 +1,75 @@
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "lib/log.h"
+
+namespace tidepool {
+
+// The six platform services, in start order (audit first: everyone else reports to it).
+inline const std::vector<std::string>& ServiceNames() {
+  static const std::vector<std::string>* names = new std::vector<std::string>{
+      "audit", "auth", "secrets", "provisioner", "scaler", "proxy"};
+  return *names;
+}
+
+// Where one service listens. gRPC (mutual TLS) and the plain-HTTP metrics/probe port.
+struct ServiceEndpointConfig {
+  std::string grpc_address = "127.0.0.1";
+  int grpc_port = 0;
+  std::string metrics_address = "127.0.0.1";
+  int metrics_port = 0;
+};
+
+// The whole of tidepool.yaml as this build understands it. Every field's initializer is its
+// default; LoadPlatformConfig() validates overrides. Later issues add per-service sections.
+struct PlatformConfig {
+  // Where the settings came from: a file path, or "built-in defaults".
+  std::string source = "built-in defaults";
+
+  // Where all state lives (SQLite files, keys, certificates, workspace volumes). Empty means
+  // the default (see DefaultDataDir()); --data-dir overrides it.
+  std::string data_dir;
+
+  std::string log_level = "info";
+
+  // Generate the platform CA and service certificates under <data_dir>/pki on first start.
+  // Off in deployments that mount certificates issued elsewhere.
+  bool tls_auto_generate = true;
+  // Where the CA and certificates live; empty means <data_dir>/pki.
+  std::string tls_dir;
+
+  // How long a stopping process waits for in-flight RPCs before cancelling them.
+  absl::Duration shutdown_grace = absl::Seconds(3);
+
+  // Per service, keyed by ServiceNames().
+  std::map<std::string, ServiceEndpointConfig> services;
+
+  const ServiceEndpointConfig& Service(absl::string_view name) const {
+    return services.at(std::string(name));
+  }
+};
+
+// Returns the defaults with every service's ports filled in.
+PlatformConfig DefaultPlatformConfig();
+
+// Loads `path` over the defaults. An empty path returns the defaults. Errors are
+// INVALID_ARGUMENT or NOT_FOUND with one line naming the file, line and key.
+absl::StatusOr<PlatformConfig> LoadPlatformConfig(const std::string& path);
+
+// Same, from YAML text (tests).
+absl::StatusOr<PlatformConfig> LoadPlatformConfigFromString(absl::string_view yaml,
+                                                           absl::string_view name);
+
+// Every dotted key tidepool.yaml accepts, sorted.
+std::vector<std::string> PlatformConfigKeys();
+
+// $TIDEPOOL_DATA_DIR, else $XDG_DATA_HOME/tidepool, else $HOME/.local/share/tidepool.
+std::string DefaultDataDir();
+
+}  // namespace tidepool

@@ -1,0 +1,192 @@
+#include "lib/service_main.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "lib/authz.h"
+#include "lib/platform_client.h"
+#include "lib/log.h"
+#include "nlohmann/json.hpp"
+
+namespace tidepool {
+namespace {
+
+std::string HostPort(const std::string& host, int port) {
+  if (host.find(':') != std::string::npos) {
+    return absl::StrCat("[", host, "]:", port);
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+absl::Status WriteRunFile(const std::string& data_dir, const std::string& name,
+                          const ServerRunner& runner) {
+  nlohmann::json doc;
+  doc["service"] = name;
+  doc["full_names"] = runner.service_names();
+  doc["grpc"] = HostPort(runner.options().grpc_address, runner.grpc_port());
+  doc["metrics"] = HostPort(runner.options().metrics_address, runner.metrics_port());
+  doc["pid"] = static_cast<int64_t>(::getpid());
+  doc["started"] = absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone());
+  const std::string path = RunFilePath(data_dir, name);
+  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << doc.dump(2) << "\n";
+    if (!out) {
+      return absl::UnavailableError(absl::StrCat("cannot write ", tmp));
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot write ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunServices(const std::string& program, const ServerFlags& flags,
+                const std::vector<ServiceDefinition>& services) {
+  // Block the stop signals before any thread starts so that only sigwait() below sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  std::string data_dir;
+  absl::StatusOr<PlatformConfig> config = LoadConfigForFlags(flags, &data_dir);
+  if (!config.ok()) {
+    std::cerr << program << ": config error: " << config.status().message() << std::endl;
+    return kExitUsage;
+  }
+  LogOptions log_options;
+  ParseLogLevel(config->log_level, &log_options.level);
+  log_options.component = program;
+  ConfigureLogging(log_options);
+
+  std::error_code ec;
+  std::filesystem::create_directories(absl::StrCat(data_dir, "/run"), ec);
+  if (ec) {
+    std::cerr << program << ": cannot create data directory " << data_dir << ": " << ec.message()
+              << std::endl;
+    return kExitUsage;
+  }
+  ::chmod(data_dir.c_str(), 0700);
+
+  const std::string tls_dir = TlsDir(*config, data_dir);
+  if (config->tls_auto_generate) {
+    absl::Status pki = EnsurePlatformPki(tls_dir, PlatformIdentities());
+    if (!pki.ok()) {
+      std::cerr << program << ": " << pki.message() << std::endl;
+      return kExitFailure;
+    }
+  }
+
+  RealClock clock;
+  std::vector<std::pair<std::string, std::unique_ptr<ServerRunner>>> runners;
+  auto stop_all = [&](absl::Duration grace) {
+    const absl::Time deadline = absl::Now() + grace;
+    for (auto it = runners.rbegin(); it != runners.rend(); ++it) {
+      it->second->Shutdown(deadline);
+      std::filesystem::remove(RunFilePath(data_dir, it->first), ec);
+    }
+  };
+  for (const ServiceDefinition& definition : services) {
+    absl::StatusOr<TlsIdentity> identity = LoadTlsIdentity(tls_dir, definition.name);
+    if (!identity.ok()) {
+      std::cerr << program << ": " << identity.status().message() << std::endl;
+      stop_all(absl::ZeroDuration());
+      return kExitFailure;
+    }
+    const ServiceContext context{*config, data_dir, clock};
+    absl::StatusOr<std::vector<HostedService>> hosted = definition.create(context);
+    if (!hosted.ok()) {
+      std::cerr << program << ": " << definition.name << ": " << hosted.status().message()
+                << std::endl;
+      stop_all(absl::ZeroDuration());
+      return kExitFailure;
+    }
+    const ServiceEndpointConfig& endpoint = config->Service(definition.name);
+    ServerRunnerOptions options;
+    options.component = definition.name;
+    options.grpc_address = endpoint.grpc_address;
+    options.grpc_port = endpoint.grpc_port;
+    options.metrics_address = endpoint.metrics_address;
+    options.metrics_port = endpoint.metrics_port;
+    options.tls = *std::move(identity);
+    absl::StatusOr<std::unique_ptr<ServerRunner>> runner =
+        ServerRunner::Start(std::move(options), *std::move(hosted));
+    if (!runner.ok()) {
+      std::cerr << program << ": " << runner.status().message() << std::endl;
+      stop_all(absl::ZeroDuration());
+      return runner.status().code() == absl::StatusCode::kUnavailable ? kExitUsage : kExitFailure;
+    }
+    absl::Status written = WriteRunFile(data_dir, definition.name, **runner);
+    runners.emplace_back(definition.name, *std::move(runner));
+    if (!written.ok()) {
+      std::cerr << program << ": " << written.message() << std::endl;
+      stop_all(absl::ZeroDuration());
+      return kExitFailure;
+    }
+  }
+
+  std::cout << program << " is running (pid " << ::getpid() << ")\n"
+            << "  config:   " << config->source << "\n"
+            << "  data dir: " << data_dir << "\n"
+            << "  certs:    " << tls_dir << " (mutual TLS; clients need a platform certificate)\n";
+  std::printf("  %-12s %-22s %-22s\n", "SERVICE", "GRPC (mTLS)", "METRICS (http)");
+  for (const auto& [name, runner] : runners) {
+    std::printf("  %-12s %-22s %-22s\n", name.c_str(),
+                HostPort(runner->options().grpc_address, runner->grpc_port()).c_str(),
+                absl::StrCat("http://", HostPort(runner->options().metrics_address,
+                                                 runner->metrics_port()),
+                             "/metrics")
+                    .c_str());
+    LogInfo("service started", {{"service", name},
+                                {"grpc_port", runner->grpc_port()},
+                                {"metrics_port", runner->metrics_port()}});
+  }
+  std::cout << "  check it: tidepoolctl status --data-dir " << data_dir << "\n"
+            << "  stop it:  Ctrl-C or SIGTERM\n";
+  std::cout.flush();
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  LogInfo("stopping", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  const absl::Time started = absl::Now();
+  stop_all(config->shutdown_grace);
+  LogInfo("stopped", {{"seconds", absl::ToDoubleSeconds(absl::Now() - started)}});
+  return kExitOk;
+}
+
+int ServerBinaryMain(const std::string& program, int argc, char** argv,
+                     const std::vector<ServiceDefinition>& services) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+    std::cout << "usage: " << program << " [--config FILE] [--data-dir DIR]\n"
+              << ServerFlagsHelp();
+    return kExitOk;
+  }
+  if (!args.empty() && args[0] == "--version") {
+    std::cout << program << " " << TIDEPOOL_VERSION << "\n";
+    return kExitOk;
+  }
+  absl::StatusOr<ServerFlags> flags = ParseServerFlags(args);
+  if (!flags.ok()) {
+    std::cerr << program << ": " << flags.status().message() << " (see --help)" << std::endl;
+    return kExitUsage;
+  }
+  return RunServices(program, *flags, services);
+}
+
+}  // namespace tidepool

@@ -1,0 +1,23 @@
+#include "services/auth/auth_service.h"
+
+#include <memory>
+#include <utility>
+
+namespace tidepool::auth {
+
+ServiceDefinition AuthServiceDefinition() {
+  ServiceDefinition definition;
+  definition.name = "auth";
+  definition.create =
+      [](const ServiceContext& /*context*/) -> absl::StatusOr<std::vector<HostedService>> {
+    std::vector<HostedService> hosted;
+    hosted.push_back(HostedService{
+        "tidepool.auth.v1.AuthService",
+        "sign-in, sessions, users and invites arrive with issue #4",
+        std::make_unique<AuthServiceImpl>()});
+    return hosted;
+  };
+  return definition;
+}
+
+}  // namespace tidepool::auth

@@ -1,0 +1,52 @@
+#include "tests/integration/platform_fixture.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace tidepool::testing {
+
+absl::StatusOr<std::unique_ptr<RunningPlatform>> RunningPlatform::Start(
+    const std::vector<std::vector<std::string>>& commands,
+    const std::vector<std::string>& services, absl::Duration timeout) {
+  auto platform = std::unique_ptr<RunningPlatform>(new RunningPlatform());
+  platform->data_dir_ = platform->tmp_.Join("data");
+  platform->config_path_ = platform->tmp_.Join("tidepool.yaml");
+  if (!WriteFile(platform->config_path_, AllPortsZeroConfig())) {
+    return absl::InternalError("cannot write config");
+  }
+  for (std::vector<std::string> argv : commands) {
+    argv.push_back("--config");
+    argv.push_back(platform->config_path_);
+    argv.push_back("--data-dir");
+    argv.push_back(platform->data_dir_);
+    absl::StatusOr<std::unique_ptr<Subprocess>> process =
+        Subprocess::Start(argv, platform->tmp_.path());
+    if (!process.ok()) {
+      return process.status();
+    }
+    platform->processes_.push_back(*std::move(process));
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    bool all = true;
+    for (const std::string& service : services) {
+      all = all && platform->Info(service).ok();
+    }
+    if (all) {
+      return platform;
+    }
+    for (auto& process : platform->processes_) {
+      absl::StatusOr<int> code = process->Wait(absl::ZeroDuration());
+      if (code.ok()) {
+        return absl::InternalError(absl::StrCat("a platform process exited with ", *code,
+                                                "; stderr: ", process->Stderr()));
+      }
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError("the platform did not write its run files in time");
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+}  // namespace tidepool::testing

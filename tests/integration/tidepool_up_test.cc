@@ -1,0 +1,275 @@
+// The real `tidepool up` (and the six single-service binaries) checked from this separate
+// client process: health, reflection, metrics through promtool, tidepoolctl, and shutdown.
+#include <signal.h>
+
+#include <filesystem>
+#include <set>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "gtest/gtest.h"
+#include "lib/platform_client.h"
+#include "lib/platform_config.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/platform_fixture.h"
+#include "tests/testing/http_get.h"
+#include "tests/testing/status_matchers.h"
+#include "tidepool/audit/v1/audit_service.grpc.pb.h"
+
+namespace tidepool {
+namespace {
+
+using ::testing::Contains;
+using ::testing::HasSubstr;
+using ::testing::IsSupersetOf;
+using ::tidepool::testing::BinaryPath;
+using ::tidepool::testing::IsOk;
+using ::tidepool::testing::RunningPlatform;
+
+using grpc::health::v1::HealthCheckResponse;
+
+std::chrono::system_clock::time_point In(absl::Duration d) {
+  return absl::ToChronoTime(absl::Now() + d);
+}
+
+grpc::Status Check(const std::shared_ptr<grpc::Channel>& channel, const std::string& service,
+                   HealthCheckResponse* response) {
+  grpc::ClientContext context;
+  context.set_deadline(In(absl::Seconds(5)));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  return grpc::health::v1::Health::NewStub(channel)->Check(&context, request, response);
+}
+
+absl::StatusOr<std::vector<std::string>> ListServices(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::ClientContext context;
+  context.set_deadline(In(absl::Seconds(5)));
+  auto stream =
+      grpc::reflection::v1alpha::ServerReflection::NewStub(channel)->ServerReflectionInfo(&context);
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("*");
+  if (!stream->Write(request)) {
+    return absl::UnavailableError("reflection write failed");
+  }
+  stream->WritesDone();
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  std::vector<std::string> names;
+  while (stream->Read(&response)) {
+    for (const auto& service : response.list_services_response().service()) {
+      names.push_back(service.name());
+    }
+  }
+  grpc::Status status = stream->Finish();
+  if (!status.ok()) {
+    return absl::UnavailableError(status.error_message());
+  }
+  return names;
+}
+
+const std::vector<std::string>& TidepoolServices() {
+  static const std::vector<std::string>* names = new std::vector<std::string>{
+      "tidepool.audit.v1.AuditService",       "tidepool.auth.v1.AuthService",
+      "tidepool.secrets.v1.SecretsService",   "tidepool.provisioner.v1.WorkspaceService",
+      "tidepool.scaler.v1.ScalerService",     "tidepool.proxy.v1.ProxyAdminService"};
+  return *names;
+}
+
+class TidepoolUpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<RunningPlatform>> platform =
+        RunningPlatform::Start({{BinaryPath("tidepool"), "up"}}, ServiceNames());
+    ASSERT_THAT(platform, IsOk());
+    platform_ = *std::move(platform);
+    absl::StatusOr<TlsIdentity> cli = platform_->CliIdentity();
+    ASSERT_THAT(cli, IsOk());
+    cli_ = *cli;
+  }
+
+  std::shared_ptr<grpc::Channel> Dial(const std::string& service) {
+    absl::StatusOr<RunInfo> info = platform_->Info(service);
+    EXPECT_THAT(info, IsOk());
+    return DialPlatformService(cli_, info.ok() ? info->grpc : "127.0.0.1:1");
+  }
+
+  std::unique_ptr<RunningPlatform> platform_;
+  TlsIdentity cli_;
+};
+
+TEST_F(TidepoolUpTest, HealthReportsServingForEveryServiceByFullName) {
+  for (const std::string& service : ServiceNames()) {
+    absl::StatusOr<RunInfo> info = platform_->Info(service);
+    ASSERT_THAT(info, IsOk());
+    ASSERT_EQ(info->full_names.size(), 1u);
+    HealthCheckResponse response;
+    grpc::Status status = Check(Dial(service), info->full_names[0], &response);
+    ASSERT_TRUE(status.ok()) << service << ": " << status.error_message();
+    EXPECT_EQ(response.status(), HealthCheckResponse::SERVING) << service;
+    status = Check(Dial(service), "", &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
+  }
+}
+
+TEST_F(TidepoolUpTest, ReflectionListsEveryTidepoolService) {
+  std::set<std::string> all;
+  for (const std::string& service : ServiceNames()) {
+    absl::StatusOr<std::vector<std::string>> names = ListServices(Dial(service));
+    ASSERT_THAT(names, IsOk()) << service;
+    EXPECT_THAT(*names, Contains("grpc.health.v1.Health")) << service;
+    EXPECT_THAT(*names, Contains("grpc.reflection.v1alpha.ServerReflection")) << service;
+    all.insert(names->begin(), names->end());
+  }
+  EXPECT_THAT(all, IsSupersetOf(TidepoolServices()));
+}
+
+TEST_F(TidepoolUpTest, EveryMetricsPagePassesPromtool) {
+  for (const std::string& service : ServiceNames()) {
+    // Make at least one RPC so the per-RPC families have samples.
+    HealthCheckResponse response;
+    ASSERT_TRUE(Check(Dial(service), "", &response).ok());
+    absl::StatusOr<RunInfo> info = platform_->Info(service);
+    ASSERT_THAT(info, IsOk());
+    absl::StatusOr<tidepool::testing::HttpResponse> page =
+        tidepool::testing::HttpGet(info->metrics, "/metrics");
+    ASSERT_THAT(page, IsOk());
+    ASSERT_EQ(page->status, 200);
+    EXPECT_THAT(page->body, HasSubstr("tidepool_grpc_server_handled_total{"));
+    const std::string file = platform_->log_dir() + "/" + service + ".metrics";
+    ASSERT_TRUE(tidepool::testing::WriteFile(file, page->body));
+    absl::StatusOr<tidepool::testing::CommandResult> lint = tidepool::testing::RunCommand(
+        {"/bin/sh", "-c", "promtool check metrics < \"$0\"", file}, platform_->log_dir());
+    ASSERT_THAT(lint, IsOk());
+    EXPECT_EQ(lint->exit_code, 0) << service << ":\n" << lint->out << lint->err;
+    for (const char* probe : {"/healthz", "/readyz"}) {
+      absl::StatusOr<tidepool::testing::HttpResponse> ok =
+          tidepool::testing::HttpGet(info->metrics, probe);
+      ASSERT_THAT(ok, IsOk());
+      EXPECT_EQ(ok->status, 200) << service << probe;
+    }
+  }
+}
+
+TEST_F(TidepoolUpTest, UnbuiltRpcsAnswerUnimplementedNamingTheIssue) {
+  absl::StatusOr<RunInfo> info = platform_->Info("audit");
+  ASSERT_THAT(info, IsOk());
+  absl::StatusOr<TlsIdentity> auth = LoadTlsIdentity(platform_->data_dir() + "/pki", "auth");
+  ASSERT_THAT(auth, IsOk());
+  auto stub = audit::v1::AuditService::NewStub(DialPlatformService(*auth, info->grpc));
+  grpc::ClientContext context;
+  context.set_deadline(In(absl::Seconds(5)));
+  audit::v1::AppendRequest request;
+  audit::v1::AppendResponse response;
+  grpc::Status status = stub->Append(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("issue #3"));
+}
+
+TEST_F(TidepoolUpTest, TidepoolctlStatusFindsThePlatformFromTheDataDir) {
+  absl::StatusOr<tidepool::testing::CommandResult> json = tidepool::testing::RunCommand(
+      {BinaryPath("tidepoolctl"), "status", "--json", "--data-dir", platform_->data_dir()},
+      platform_->log_dir());
+  ASSERT_THAT(json, IsOk());
+  EXPECT_EQ(json->exit_code, 0) << json->out << json->err;
+  nlohmann::json doc = nlohmann::json::parse(json->out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << json->out;
+  EXPECT_EQ(doc["all_serving"], true);
+  ASSERT_EQ(doc["services"].size(), ServiceNames().size());
+  for (const auto& item : doc["services"]) {
+    EXPECT_EQ(item["state"], "SERVING") << item.dump();
+  }
+
+  absl::StatusOr<tidepool::testing::CommandResult> table = tidepool::testing::RunCommand(
+      {BinaryPath("tidepoolctl"), "status", "--data-dir", platform_->data_dir()},
+      platform_->log_dir());
+  ASSERT_THAT(table, IsOk());
+  EXPECT_EQ(table->exit_code, 0);
+  EXPECT_THAT(table->out, HasSubstr("SERVICE"));
+  for (const std::string& service : ServiceNames()) {
+    EXPECT_THAT(table->out, ::testing::ContainsRegex(service + " +SERVING"));
+  }
+}
+
+TEST_F(TidepoolUpTest, SigtermStopsEverythingWithinFiveSeconds) {
+  auto& process = platform_->processes().front();
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(process->Signal(SIGTERM));
+  absl::StatusOr<int> code = process->Wait(absl::Seconds(5));
+  ASSERT_THAT(code, IsOk()) << "still running 5 s after SIGTERM";
+  EXPECT_EQ(*code, 0) << process->Stderr();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  for (const std::string& service : ServiceNames()) {
+    EXPECT_FALSE(std::filesystem::exists(RunFilePath(platform_->data_dir(), service))) << service;
+  }
+  // tidepoolctl now reports the platform as not running, with a failing exit code.
+  absl::StatusOr<tidepool::testing::CommandResult> status = tidepool::testing::RunCommand(
+      {BinaryPath("tidepoolctl"), "status", "--data-dir", platform_->data_dir()},
+      platform_->log_dir());
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->exit_code, 1);
+  EXPECT_THAT(status->out, HasSubstr("NOT_RUNNING"));
+}
+
+TEST_F(TidepoolUpTest, SigintAlsoStopsCleanly) {
+  auto& process = platform_->processes().front();
+  ASSERT_TRUE(process->Signal(SIGINT));
+  absl::StatusOr<int> code = process->Wait(absl::Seconds(5));
+  ASSERT_THAT(code, IsOk());
+  EXPECT_EQ(*code, 0);
+}
+
+TEST_F(TidepoolUpTest, PrintsWhereEverythingIs) {
+  const std::string out = platform_->processes().front()->Stdout();
+  for (const std::string& service : ServiceNames()) {
+    absl::StatusOr<RunInfo> info = platform_->Info(service);
+    ASSERT_THAT(info, IsOk());
+    EXPECT_THAT(out, HasSubstr(info->grpc)) << out;
+    EXPECT_THAT(out, HasSubstr("http://" + info->metrics + "/metrics")) << out;
+  }
+  EXPECT_THAT(out, HasSubstr(platform_->data_dir()));
+  // Structured logs go to stderr as JSON lines.
+  const std::string err = platform_->processes().front()->Stderr();
+  std::istringstream lines(err);
+  std::string line;
+  int parsed = 0;
+  while (std::getline(lines, line)) {
+    EXPECT_TRUE(nlohmann::json::accept(line)) << line;
+    ++parsed;
+  }
+  EXPECT_GE(parsed, 6);
+}
+
+TEST(StandaloneBinariesTest, EachServiceRunsAsItsOwnProcess) {
+  std::vector<std::vector<std::string>> commands;
+  for (const std::string& service : ServiceNames()) {
+    commands.push_back({BinaryPath("tidepool-" + service)});
+  }
+  absl::StatusOr<std::unique_ptr<RunningPlatform>> platform =
+      RunningPlatform::Start(commands, ServiceNames());
+  ASSERT_THAT(platform, IsOk());
+  // Six processes generated one CA between them (they share the data dir's PKI lock).
+  absl::StatusOr<tidepool::testing::CommandResult> status = tidepool::testing::RunCommand(
+      {BinaryPath("tidepoolctl"), "status", "--json", "--data-dir", (*platform)->data_dir()},
+      (*platform)->log_dir());
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->exit_code, 0) << status->out << status->err;
+  std::set<int64_t> pids;
+  for (const std::string& service : ServiceNames()) {
+    absl::StatusOr<RunInfo> info = (*platform)->Info(service);
+    ASSERT_THAT(info, IsOk());
+    pids.insert(info->pid);
+  }
+  EXPECT_EQ(pids.size(), ServiceNames().size());
+  for (auto& process : (*platform)->processes()) {
+    ASSERT_TRUE(process->Signal(SIGTERM));
+    absl::StatusOr<int> code = process->Wait(absl::Seconds(5));
+    ASSERT_THAT(code, IsOk());
+    EXPECT_EQ(*code, 0);
+  }
+}
+
+}  // namespace
+}  // namespace tidepool
