@@ -4,8 +4,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/security/auth_context.h"
 #include "tidepool/common/v1/options.pb.h"
@@ -97,8 +97,7 @@ absl::Status MethodAuthorizer::Check(absl::string_view path, absl::string_view c
     return absl::PermissionDeniedError(absl::StrCat(path, " is not served here"));
   }
   if (it->second.count(std::string(caller)) == 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("'", caller, "' may not call ", path));
+    return absl::PermissionDeniedError(absl::StrCat("'", caller, "' may not call ", path));
   }
   return absl::OkStatus();
 }

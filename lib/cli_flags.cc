@@ -44,8 +44,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
   return flags;
 }
 
-absl::StatusOr<PlatformConfig> LoadConfigForFlags(const ServerFlags& flags,
-                                                  std::string* data_dir) {
+absl::StatusOr<PlatformConfig> LoadConfigForFlags(const ServerFlags& flags, std::string* data_dir) {
   absl::StatusOr<PlatformConfig> config = LoadPlatformConfig(flags.config_path);
   if (!config.ok()) {
     return config.status();

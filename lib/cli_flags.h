@@ -28,8 +28,7 @@ std::string ServerFlagsHelp();
 
 // Loads the config and resolves the data directory to an absolute path (flag, then the
 // config's platform.data_dir, then DefaultDataDir()). Errors are one line, ready to print.
-absl::StatusOr<PlatformConfig> LoadConfigForFlags(const ServerFlags& flags,
-                                                  std::string* data_dir);
+absl::StatusOr<PlatformConfig> LoadConfigForFlags(const ServerFlags& flags, std::string* data_dir);
 
 // The directory holding the CA and certificates for a config and data directory.
 std::string TlsDir(const PlatformConfig& config, const std::string& data_dir);

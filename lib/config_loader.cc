@@ -117,26 +117,26 @@ void ConfigSchema::Duration(absl::string_view path, absl::Duration* out, absl::D
 
 void ConfigSchema::Enum(absl::string_view path, std::string* out,
                         std::vector<std::string> allowed) {
-  Add(path, [out, allowed = std::move(allowed)](const YAML::Node& node,
-                                                const std::string& where) -> absl::Status {
-    const std::string expect = absl::StrCat("must be one of ", absl::StrJoin(allowed, ", "));
-    if (!node.IsScalar()) {
-      return Bad(where, absl::StrCat(expect, ", got ", Shown(node)));
-    }
-    for (const std::string& option : allowed) {
-      if (node.Scalar() == option) {
-        *out = option;
-        return absl::OkStatus();
-      }
-    }
-    return Bad(where, absl::StrCat(expect, ", got ", Shown(node)));
-  });
+  Add(path,
+      [out, allowed = std::move(allowed)](const YAML::Node& node,
+                                          const std::string& where) -> absl::Status {
+        const std::string expect = absl::StrCat("must be one of ", absl::StrJoin(allowed, ", "));
+        if (!node.IsScalar()) {
+          return Bad(where, absl::StrCat(expect, ", got ", Shown(node)));
+        }
+        for (const std::string& option : allowed) {
+          if (node.Scalar() == option) {
+            *out = option;
+            return absl::OkStatus();
+          }
+        }
+        return Bad(where, absl::StrCat(expect, ", got ", Shown(node)));
+      });
 }
 
 void ConfigSchema::StringList(absl::string_view path, std::vector<std::string>* out,
                               Check<std::string> check_each) {
-  Add(path, [out, check_each](const YAML::Node& node,
-                              const std::string& where) -> absl::Status {
+  Add(path, [out, check_each](const YAML::Node& node, const std::string& where) -> absl::Status {
     if (!node.IsSequence()) {
       return Bad(where, absl::StrCat("must be a list of strings, got ", Shown(node)));
     }
@@ -179,7 +179,8 @@ absl::Status ConfigSchema::ApplyMap(const YAML::Node& map, const std::string& pr
       return absl::InvalidArgumentError(
           absl::StrCat(Where(key, file, prefix), " has a key that is not a string"));
     }
-    const std::string path = prefix.empty() ? key.Scalar() : absl::StrCat(prefix, ".", key.Scalar());
+    const std::string path =
+        prefix.empty() ? key.Scalar() : absl::StrCat(prefix, ".", key.Scalar());
     const std::string where = Where(key, file, path);
     if (auto entry = entries_.find(path); entry != entries_.end()) {
       if (value.IsNull()) {

@@ -52,7 +52,8 @@ std::string BioToString(BIO* bio) {
 
 absl::StatusOr<std::string> KeyToPem(EVP_PKEY* key) {
   BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
+  if (!bio ||
+      PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
     return absl::InternalError("cannot encode private key");
   }
   return BioToString(bio.get());
@@ -178,9 +179,9 @@ absl::Status CheckPrivate(const std::string& path) {
     return absl::NotFoundError(absl::StrCat(path, " is missing"));
   }
   if ((st.st_mode & 077) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, " is readable by other users (mode ", absl::StrFormat("%03o", st.st_mode & 0777),
-        "); run chmod 600 on it"));
+    return absl::FailedPreconditionError(absl::StrCat(path, " is readable by other users (mode ",
+                                                      absl::StrFormat("%03o", st.st_mode & 0777),
+                                                      "); run chmod 600 on it"));
   }
   return absl::OkStatus();
 }
@@ -222,13 +223,15 @@ absl::StatusOr<CertAuthority> CreateCertAuthority(const std::string& org) {
   if (!key) {
     return absl::InternalError("cannot generate CA key");
   }
-  TP_ASSIGN_OR_RETURN(X509Ptr cert, NewCertificate(key.get(), org, org + " platform CA",
-                                                   absl::Hours(24 * 3650)));
+  TP_ASSIGN_OR_RETURN(X509Ptr cert,
+                      NewCertificate(key.get(), org, org + " platform CA", absl::Hours(24 * 3650)));
   if (X509_set_issuer_name(cert.get(), X509_get_subject_name(cert.get())) != 1) {
     return absl::InternalError("cannot set CA issuer");
   }
-  TP_RETURN_IF_ERROR(AddExtension(cert.get(), cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0"));
-  TP_RETURN_IF_ERROR(AddExtension(cert.get(), cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign"));
+  TP_RETURN_IF_ERROR(
+      AddExtension(cert.get(), cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0"));
+  TP_RETURN_IF_ERROR(
+      AddExtension(cert.get(), cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign"));
   TP_RETURN_IF_ERROR(AddExtension(cert.get(), cert.get(), NID_subject_key_identifier, "hash"));
   if (X509_sign(cert.get(), key.get(), EVP_sha256()) == 0) {
     return absl::InternalError("cannot sign CA certificate");
@@ -255,15 +258,15 @@ absl::StatusOr<TlsIdentity> IssueIdentity(const CertAuthority& ca, const std::st
   if (X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert.get())) != 1) {
     return absl::InternalError("cannot set issuer");
   }
-  TP_RETURN_IF_ERROR(AddExtension(cert.get(), ca_cert.get(), NID_basic_constraints, "critical,CA:FALSE"));
+  TP_RETURN_IF_ERROR(
+      AddExtension(cert.get(), ca_cert.get(), NID_basic_constraints, "critical,CA:FALSE"));
   TP_RETURN_IF_ERROR(AddExtension(cert.get(), ca_cert.get(), NID_key_usage,
                                   "critical,digitalSignature,keyEncipherment"));
   TP_RETURN_IF_ERROR(
       AddExtension(cert.get(), ca_cert.get(), NID_ext_key_usage, "serverAuth,clientAuth"));
-  TP_RETURN_IF_ERROR(AddExtension(
-      cert.get(), ca_cert.get(), NID_subject_alt_name,
-      absl::StrCat("DNS:localhost,IP:127.0.0.1,IP:::1,DNS:", name, ",DNS:", name,
-                   ".tidepool.internal")));
+  TP_RETURN_IF_ERROR(AddExtension(cert.get(), ca_cert.get(), NID_subject_alt_name,
+                                  absl::StrCat("DNS:localhost,IP:127.0.0.1,IP:::1,DNS:", name,
+                                               ",DNS:", name, ".tidepool.internal")));
   TP_RETURN_IF_ERROR(
       AddExtension(cert.get(), ca_cert.get(), NID_authority_key_identifier, "keyid:always"));
   if (X509_sign(cert.get(), ca_key.get(), EVP_sha256()) == 0) {

@@ -12,7 +12,7 @@ namespace tidepool {
 // PEM material for one mutual-TLS identity: the platform CA certificate that peers must chain
 // to, this identity's certificate and its private key. The key is a secret: never log it.
 struct TlsIdentity {
-  std::string name;      // the Common Name, e.g. "auth" or "tidepoolctl"
+  std::string name;  // the Common Name, e.g. "auth" or "tidepoolctl"
   std::string ca_pem;
   std::string cert_pem;
   std::string key_pem;

@@ -55,16 +55,16 @@ absl::Status CheckWhole(const PlatformConfig& config, absl::string_view name) {
   std::map<int, std::string> used;
   for (const std::string& svc : ServiceNames()) {
     const ServiceEndpointConfig& endpoint = config.Service(svc);
-    for (const auto& [key, port] : {std::pair{absl::StrCat(svc, ".grpc_port"), endpoint.grpc_port},
-                                    std::pair{absl::StrCat(svc, ".metrics_port"),
-                                              endpoint.metrics_port}}) {
+    for (const auto& [key, port] :
+         {std::pair{absl::StrCat(svc, ".grpc_port"), endpoint.grpc_port},
+          std::pair{absl::StrCat(svc, ".metrics_port"), endpoint.metrics_port}}) {
       if (port == 0) {
         continue;
       }
       auto [it, inserted] = used.emplace(port, key);
       if (!inserted) {
-        return absl::InvalidArgumentError(absl::StrCat(name, ": '", key, "' and '", it->second,
-                                                       "' both use port ", port));
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, ": '", key, "' and '", it->second, "' both use port ", port));
       }
     }
   }
@@ -110,7 +110,7 @@ absl::StatusOr<PlatformConfig> LoadPlatformConfig(const std::string& path) {
 }
 
 absl::StatusOr<PlatformConfig> LoadPlatformConfigFromString(absl::string_view yaml,
-                                                           absl::string_view name) {
+                                                            absl::string_view name) {
   PlatformConfig config = DefaultPlatformConfig();
   ConfigSchema schema;
   BuildSchema(config, schema);

@@ -13,8 +13,8 @@ namespace tidepool {
 
 // The six platform services, in start order (audit first: everyone else reports to it).
 inline const std::vector<std::string>& ServiceNames() {
-  static const std::vector<std::string>* names = new std::vector<std::string>{
-      "audit", "auth", "secrets", "provisioner", "scaler", "proxy"};
+  static const std::vector<std::string>* names =
+      new std::vector<std::string>{"audit", "auth", "secrets", "provisioner", "scaler", "proxy"};
   return *names;
 }
 
@@ -64,7 +64,7 @@ absl::StatusOr<PlatformConfig> LoadPlatformConfig(const std::string& path);
 
 // Same, from YAML text (tests).
 absl::StatusOr<PlatformConfig> LoadPlatformConfigFromString(absl::string_view yaml,
-                                                           absl::string_view name);
+                                                            absl::string_view name);
 
 // Every dotted key tidepool.yaml accepts, sorted.
 std::vector<std::string> PlatformConfigKeys();

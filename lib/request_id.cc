@@ -15,9 +15,8 @@ std::string NewRequestId() {
   if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
     return "req_unavailable";
   }
-  return absl::StrCat(
-      "req_", absl::BytesToHexString(absl::string_view(
-                  reinterpret_cast<const char*>(bytes.data()), bytes.size())));
+  return absl::StrCat("req_", absl::BytesToHexString(absl::string_view(
+                                  reinterpret_cast<const char*>(bytes.data()), bytes.size())));
 }
 
 }  // namespace tidepool

@@ -18,24 +18,42 @@ namespace {
 
 const char* CodeName(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "UNKNOWN";
   }
 }
 
@@ -69,8 +87,9 @@ class RpcInterceptor final : public grpc::experimental::Interceptor {
                          note == notes_.end() ? "" : absl::StrCat(": ", note->second)));
         methods->ModifySendStatus(status);
       }
-      metrics_.Handled(service_, method_, CodeName(status.error_code()),
-                       start_ == absl::InfinitePast() ? absl::ZeroDuration() : absl::Now() - start_);
+      metrics_.Handled(
+          service_, method_, CodeName(status.error_code()),
+          start_ == absl::InfinitePast() ? absl::ZeroDuration() : absl::Now() - start_);
     }
     methods->Proceed();
   }
@@ -83,8 +102,7 @@ class RpcInterceptor final : public grpc::experimental::Interceptor {
   absl::Time start_ = absl::InfinitePast();
 };
 
-class RpcInterceptorFactory final
-    : public grpc::experimental::ServerInterceptorFactoryInterface {
+class RpcInterceptorFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
   RpcInterceptorFactory(GrpcServerMetrics& metrics, const std::map<std::string, std::string>& notes)
       : metrics_(metrics), notes_(notes) {}
@@ -123,7 +141,8 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
     runner->service_names_.push_back(hosted.full_name);
     runner->pending_notes_[hosted.full_name] = hosted.pending_note;
   }
-  absl::StatusOr<MethodAuthorizer> authorizer = MethodAuthorizer::ForServices(runner->service_names_);
+  absl::StatusOr<MethodAuthorizer> authorizer =
+      MethodAuthorizer::ForServices(runner->service_names_);
   if (!authorizer.ok()) {
     return authorizer.status();
   }
@@ -132,16 +151,18 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   ssl.pem_root_certs = opts.tls.ca_pem;
   ssl.pem_key_cert_pairs.push_back({opts.tls.key_pem, opts.tls.cert_pem});
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::SslServerCredentials(ssl);
-  creds->SetAuthMetadataProcessor(
-      std::make_shared<AllowlistAuthProcessor>(*std::move(authorizer)));
+  creds->SetAuthMetadataProcessor(std::make_shared<AllowlistAuthProcessor>(*std::move(authorizer)));
 
   grpc::ServerBuilder builder;
-  const std::string address = absl::StrCat(
-      opts.grpc_address.find(':') != std::string::npos ? absl::StrCat("[", opts.grpc_address, "]")
-                                                       : opts.grpc_address,
-      ":", opts.grpc_port);
+  const std::string address = absl::StrCat(opts.grpc_address.find(':') != std::string::npos
+                                               ? absl::StrCat("[", opts.grpc_address, "]")
+                                               : opts.grpc_address,
+                                           ":", opts.grpc_port);
   builder.AddListeningPort(address, creds, &runner->grpc_port_);
   builder.SetMaxReceiveMessageSize(16 * 1024 * 1024);
+  // gRPC sets SO_REUSEPORT by default, which would let a second instance bind the same port and
+  // silently take half the connections. A taken port must be a startup error instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   for (HostedService& hosted : runner->services_) {
     builder.RegisterService(hosted.service.get());
   }
@@ -151,18 +172,18 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   builder.experimental().SetInterceptorCreators(std::move(factories));
   runner->server_ = builder.BuildAndStart();
   if (runner->server_ == nullptr || runner->grpc_port_ == 0) {
-    return absl::UnavailableError(
-        absl::StrCat(opts.component, ": cannot listen for gRPC on ", address,
-                     " (address in use or not local?)"));
+    return absl::UnavailableError(absl::StrCat(opts.component, ": cannot listen for gRPC on ",
+                                               address, " (address in use or not local?)"));
   }
 
   ServerRunner* raw = runner.get();
-  runner->http_ = std::make_unique<AdminHttpServer>(
-      runner->registry_, [raw] { return raw->ready_.load(); });
+  runner->http_ =
+      std::make_unique<AdminHttpServer>(runner->registry_, [raw] { return raw->ready_.load(); });
   absl::StatusOr<int> metrics_port = runner->http_->Start(opts.metrics_address, opts.metrics_port);
   if (!metrics_port.ok()) {
     runner->server_->Shutdown(std::chrono::system_clock::now());
-    return absl::UnavailableError(absl::StrCat(opts.component, ": ", metrics_port.status().message()));
+    return absl::UnavailableError(
+        absl::StrCat(opts.component, ": ", metrics_port.status().message()));
   }
   runner->metrics_port_ = *metrics_port;
 

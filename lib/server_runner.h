@@ -7,8 +7,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "grpcpp/server.h"
 #include "grpcpp/impl/service_type.h"
+#include "grpcpp/server.h"
 #include "lib/admin_http_server.h"
 #include "lib/metrics.h"
 #include "lib/pki.h"

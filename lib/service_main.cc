@@ -13,8 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "lib/authz.h"
-#include "lib/platform_client.h"
+#include "lib/grpc_logging.h"
 #include "lib/log.h"
+#include "lib/platform_client.h"
 #include "nlohmann/json.hpp"
 
 namespace tidepool {
@@ -73,6 +74,7 @@ int RunServices(const std::string& program, const ServerFlags& flags,
   ParseLogLevel(config->log_level, &log_options.level);
   log_options.component = program;
   ConfigureLogging(log_options);
+  RouteGrpcCoreLogs();
 
   std::error_code ec;
   std::filesystem::create_directories(absl::StrCat(data_dir, "/run"), ec);
@@ -146,12 +148,12 @@ int RunServices(const std::string& program, const ServerFlags& flags,
             << "  certs:    " << tls_dir << " (mutual TLS; clients need a platform certificate)\n";
   std::printf("  %-12s %-22s %-22s\n", "SERVICE", "GRPC (mTLS)", "METRICS (http)");
   for (const auto& [name, runner] : runners) {
-    std::printf("  %-12s %-22s %-22s\n", name.c_str(),
-                HostPort(runner->options().grpc_address, runner->grpc_port()).c_str(),
-                absl::StrCat("http://", HostPort(runner->options().metrics_address,
-                                                 runner->metrics_port()),
-                             "/metrics")
-                    .c_str());
+    std::printf(
+        "  %-12s %-22s %-22s\n", name.c_str(),
+        HostPort(runner->options().grpc_address, runner->grpc_port()).c_str(),
+        absl::StrCat("http://", HostPort(runner->options().metrics_address, runner->metrics_port()),
+                     "/metrics")
+            .c_str());
     LogInfo("service started", {{"service", name},
                                 {"grpc_port", runner->grpc_port()},
                                 {"metrics_port", runner->metrics_port()}});
@@ -173,8 +175,7 @@ int ServerBinaryMain(const std::string& program, int argc, char** argv,
                      const std::vector<ServiceDefinition>& services) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
-    std::cout << "usage: " << program << " [--config FILE] [--data-dir DIR]\n"
-              << ServerFlagsHelp();
+    std::cout << "usage: " << program << " [--config FILE] [--data-dir DIR]\n" << ServerFlagsHelp();
     return kExitOk;
   }
   if (!args.empty() && args[0] == "--version") {

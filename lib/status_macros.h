@@ -12,12 +12,12 @@
 #define TP_STATUS_CONCAT_(x, y) TP_STATUS_CONCAT_INNER_(x, y)
 
 // Evaluates `expr` (an absl::Status); returns it from the enclosing function if not OK.
-#define TP_RETURN_IF_ERROR(expr)                                  \
-  do {                                                            \
-    ::absl::Status tp_status_macro_status_ = (expr);              \
-    if (!tp_status_macro_status_.ok()) {                          \
-      return tp_status_macro_status_;                             \
-    }                                                             \
+#define TP_RETURN_IF_ERROR(expr)                     \
+  do {                                               \
+    ::absl::Status tp_status_macro_status_ = (expr); \
+    if (!tp_status_macro_status_.ok()) {             \
+      return tp_status_macro_status_;                \
+    }                                                \
   } while (false)
 
 // Evaluates `rexpr` (an absl::StatusOr<T>); on error returns its status, otherwise moves the

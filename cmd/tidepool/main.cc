@@ -58,8 +58,7 @@ int ConfigCommand(const std::vector<std::string>& args) {
     return tidepool::kExitUsage;
   }
   std::string data_dir;
-  absl::StatusOr<tidepool::PlatformConfig> config =
-      tidepool::LoadConfigForFlags(*flags, &data_dir);
+  absl::StatusOr<tidepool::PlatformConfig> config = tidepool::LoadConfigForFlags(*flags, &data_dir);
   if (!config.ok()) {
     std::cerr << "tidepool: config error: " << config.status().message() << "\n";
     return tidepool::kExitUsage;

@@ -5,7 +5,8 @@
 #include <vector>
 
 #include "cmd/tidepoolctl/status_command.h"
-#include "lib/service_main.h"
+#include "lib/cli_flags.h"
+#include "lib/grpc_logging.h"
 
 namespace {
 
@@ -21,6 +22,7 @@ constexpr char kUsage[] =
 }  // namespace
 
 int main(int argc, char** argv) {
+  tidepool::RouteGrpcCoreLogs();  // a refused handshake is reported in the table, not as noise
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     (args.empty() ? std::cerr : std::cout) << kUsage << tidepool::ServerFlagsHelp();

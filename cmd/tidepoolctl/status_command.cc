@@ -8,7 +8,7 @@
 #include "grpcpp/client_context.h"
 #include "lib/platform_client.h"
 #include "lib/platform_config.h"
-#include "lib/service_main.h"
+#include "lib/cli_flags.h"
 #include "nlohmann/json.hpp"
 
 namespace tidepool::ctl {
@@ -42,7 +42,8 @@ absl::StatusOr<std::vector<ServiceStatus>> CheckPlatformStatus(const std::string
     status.full_name = DefaultFullName(name);
     absl::StatusOr<RunInfo> info = ReadRunInfo(data_dir, name);
     if (!info.ok()) {
-      status.state = info.status().code() == absl::StatusCode::kNotFound ? "NOT_RUNNING" : "UNKNOWN";
+      status.state =
+          info.status().code() == absl::StatusCode::kNotFound ? "NOT_RUNNING" : "UNKNOWN";
       status.detail = std::string(info.status().message());
       statuses.push_back(std::move(status));
       continue;
@@ -72,8 +73,8 @@ absl::StatusOr<std::vector<ServiceStatus>> CheckPlatformStatus(const std::string
 }
 
 void PrintStatusTable(const std::vector<ServiceStatus>& statuses, std::ostream& out) {
-  out << absl::StrFormat("%-12s %-12s %-22s %-22s %-8s %s\n", "SERVICE", "STATE", "GRPC",
-                         "METRICS", "PID", "DETAIL");
+  out << absl::StrFormat("%-12s %-12s %-22s %-22s %-8s %s\n", "SERVICE", "STATE", "GRPC", "METRICS",
+                         "PID", "DETAIL");
   for (const ServiceStatus& s : statuses) {
     out << absl::StrFormat("%-12s %-12s %-22s %-22s %-8s %s\n", s.service, s.state,
                            s.grpc.empty() ? "-" : s.grpc, s.metrics.empty() ? "-" : s.metrics,

@@ -11,10 +11,10 @@ ServiceDefinition AuditServiceDefinition() {
   definition.create =
       [](const ServiceContext& /*context*/) -> absl::StatusOr<std::vector<HostedService>> {
     std::vector<HostedService> hosted;
-    hosted.push_back(HostedService{
-        "tidepool.audit.v1.AuditService",
-        "the tamper-evident audit trail (Append, Query, Export, Verify, GetCheckpoint) arrives with issue #3",
-        std::make_unique<AuditServiceImpl>()});
+    hosted.push_back(HostedService{"tidepool.audit.v1.AuditService",
+                                   "the tamper-evident audit trail (Append, Query, Export, Verify, "
+                                   "GetCheckpoint) arrives with issue #3",
+                                   std::make_unique<AuditServiceImpl>()});
     return hosted;
   };
   return definition;

@@ -11,10 +11,9 @@ ServiceDefinition AuthServiceDefinition() {
   definition.create =
       [](const ServiceContext& /*context*/) -> absl::StatusOr<std::vector<HostedService>> {
     std::vector<HostedService> hosted;
-    hosted.push_back(HostedService{
-        "tidepool.auth.v1.AuthService",
-        "sign-in, sessions, users and invites arrive with issue #4",
-        std::make_unique<AuthServiceImpl>()});
+    hosted.push_back(HostedService{"tidepool.auth.v1.AuthService",
+                                   "sign-in, sessions, users and invites arrive with issue #4",
+                                   std::make_unique<AuthServiceImpl>()});
     return hosted;
   };
   return definition;

@@ -8,9 +8,10 @@
 
 namespace tidepool::provisioner {
 
-// The gRPC adapter for tidepool.provisioner.v1.WorkspaceService. Nothing is built yet: every method falls through to
-// the generated base class, and the server runner turns its UNIMPLEMENTED reply into one that
-// says what is missing (workspace lifecycle and the local sandbox runtime arrive with issue #6).
+// The gRPC adapter for tidepool.provisioner.v1.WorkspaceService. Nothing is built yet: every method
+// falls through to the generated base class, and the server runner turns its UNIMPLEMENTED reply
+// into one that says what is missing (workspace lifecycle and the local sandbox runtime arrive with
+// issue #6).
 class WorkspaceServiceImpl final : public v1::WorkspaceService::Service {};
 
 // The service as the platform hosts it (used by tidepool-provisioner and the all-in-one tidepool).

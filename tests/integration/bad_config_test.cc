@@ -27,8 +27,7 @@ class BadConfigTest : public ::testing::Test {
         tidepool::testing::RunCommand(argv, tmp_.path(), absl::Seconds(20));
     ASSERT_THAT(result, IsOk());
     EXPECT_EQ(result->exit_code, 2) << result->out << result->err;
-    std::vector<std::string> lines =
-        absl::StrSplit(result->err, '\n', absl::SkipWhitespace());
+    std::vector<std::string> lines = absl::StrSplit(result->err, '\n', absl::SkipWhitespace());
     ASSERT_EQ(lines.size(), 1u) << result->err;
     EXPECT_THAT(lines[0], HasSubstr(expect));
   }
@@ -99,6 +98,21 @@ TEST_F(BadConfigTest, PortAlreadyTaken) {
   config += absl::StrCat("scaler:\n  grpc_port: 0\n  metrics_port: ", port, "\n");
   ExpectUsageError(Up(Write(config)), absl::StrCat("cannot listen on 127.0.0.1:", port));
   ::close(fd);
+}
+
+TEST_F(BadConfigTest, GrpcPortOfARunningInstanceIsRefused) {
+  // A second platform asked to use the first one's gRPC port must refuse to start rather
+  // than share the port (gRPC would otherwise bind it with SO_REUSEPORT).
+  absl::StatusOr<std::unique_ptr<tidepool::testing::RunningPlatform>> first =
+      tidepool::testing::RunningPlatform::Start({{BinaryPath("tidepool-audit")}}, {"audit"});
+  ASSERT_THAT(first, IsOk());
+  absl::StatusOr<RunInfo> info = (*first)->Info("audit");
+  ASSERT_THAT(info, IsOk());
+  const std::string port = info->grpc.substr(info->grpc.rfind(':') + 1);
+  const std::string path =
+      Write(absl::StrCat("audit:\n  grpc_port: ", port, "\n  metrics_port: 0\n"));
+  ExpectUsageError({BinaryPath("tidepool-audit"), "--config", path, "--data-dir", tmp_.Join("d")},
+                   absl::StrCat("cannot listen for gRPC on 127.0.0.1:", port));
 }
 
 TEST_F(BadConfigTest, UnknownFlag) {

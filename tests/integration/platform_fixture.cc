@@ -6,8 +6,8 @@
 namespace tidepool::testing {
 
 absl::StatusOr<std::unique_ptr<RunningPlatform>> RunningPlatform::Start(
-    const std::vector<std::vector<std::string>>& commands,
-    const std::vector<std::string>& services, absl::Duration timeout) {
+    const std::vector<std::vector<std::string>>& commands, const std::vector<std::string>& services,
+    absl::Duration timeout) {
   auto platform = std::unique_ptr<RunningPlatform>(new RunningPlatform());
   platform->data_dir_ = platform->tmp_.Join("data");
   platform->config_path_ = platform->tmp_.Join("tidepool.yaml");

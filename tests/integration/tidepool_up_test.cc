@@ -44,7 +44,8 @@ grpc::Status Check(const std::shared_ptr<grpc::Channel>& channel, const std::str
   return grpc::health::v1::Health::NewStub(channel)->Check(&context, request, response);
 }
 
-absl::StatusOr<std::vector<std::string>> ListServices(const std::shared_ptr<grpc::Channel>& channel) {
+absl::StatusOr<std::vector<std::string>> ListServices(
+    const std::shared_ptr<grpc::Channel>& channel) {
   grpc::ClientContext context;
   context.set_deadline(In(absl::Seconds(5)));
   auto stream =
@@ -71,9 +72,9 @@ absl::StatusOr<std::vector<std::string>> ListServices(const std::shared_ptr<grpc
 
 const std::vector<std::string>& TidepoolServices() {
   static const std::vector<std::string>* names = new std::vector<std::string>{
-      "tidepool.audit.v1.AuditService",       "tidepool.auth.v1.AuthService",
-      "tidepool.secrets.v1.SecretsService",   "tidepool.provisioner.v1.WorkspaceService",
-      "tidepool.scaler.v1.ScalerService",     "tidepool.proxy.v1.ProxyAdminService"};
+      "tidepool.audit.v1.AuditService",     "tidepool.auth.v1.AuthService",
+      "tidepool.secrets.v1.SecretsService", "tidepool.provisioner.v1.WorkspaceService",
+      "tidepool.scaler.v1.ScalerService",   "tidepool.proxy.v1.ProxyAdminService"};
   return *names;
 }
 

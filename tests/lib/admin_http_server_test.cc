@@ -20,8 +20,12 @@ using ::tidepool::testing::StatusIs;
 
 TEST(AdminHttpServerTest, ServesProbesAndMetrics) {
   auto registry = std::make_shared<prometheus::Registry>();
-  prometheus::BuildCounter().Name("demo_events_total").Help("Demo.").Register(*registry)
-      .Add({}).Increment(3);
+  prometheus::BuildCounter()
+      .Name("demo_events_total")
+      .Help("Demo.")
+      .Register(*registry)
+      .Add({})
+      .Increment(3);
   std::atomic<bool> ready{false};
   AdminHttpServer server(registry, [&] { return ready.load(); });
   absl::StatusOr<int> port = server.Start("127.0.0.1", 0);

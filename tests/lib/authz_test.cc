@@ -33,14 +33,14 @@ std::string ServiceOf(const google::protobuf::Descriptor* message) {
 }
 
 const std::vector<std::string>& AllTidepoolServices() {
-  static const std::vector<std::string>* names = new std::vector<std::string>{
-      ServiceOf(audit::v1::AppendRequest::descriptor()),
-      ServiceOf(auth::v1::ListProvidersRequest::descriptor()),
-      ServiceOf(secrets::v1::PutRequest::descriptor()),
-      ServiceOf(provisioner::v1::EnsureWorkspaceRequest::descriptor()),
-      ServiceOf(scaler::v1::RecordActivityRequest::descriptor()),
-      ServiceOf(proxy::v1::ListConnectionsRequest::descriptor()),
-      ServiceOf(supervisor::v1::GetStatusRequest::descriptor())};
+  static const std::vector<std::string>* names =
+      new std::vector<std::string>{ServiceOf(audit::v1::AppendRequest::descriptor()),
+                                   ServiceOf(auth::v1::ListProvidersRequest::descriptor()),
+                                   ServiceOf(secrets::v1::PutRequest::descriptor()),
+                                   ServiceOf(provisioner::v1::EnsureWorkspaceRequest::descriptor()),
+                                   ServiceOf(scaler::v1::RecordActivityRequest::descriptor()),
+                                   ServiceOf(proxy::v1::ListConnectionsRequest::descriptor()),
+                                   ServiceOf(supervisor::v1::GetStatusRequest::descriptor())};
   return *names;
 }
 
@@ -60,7 +60,8 @@ TEST(MethodAuthorizerTest, CallerNamesFollowTheEnum) {
 TEST(MethodAuthorizerTest, EveryTidepoolMethodDeclaresItsCallers) {
   ASSERT_EQ(AllTidepoolServices().size(), 7u);
   EXPECT_EQ(AllTidepoolServices()[0], "tidepool.audit.v1.AuditService");
-  absl::StatusOr<MethodAuthorizer> authorizer = MethodAuthorizer::ForServices(AllTidepoolServices());
+  absl::StatusOr<MethodAuthorizer> authorizer =
+      MethodAuthorizer::ForServices(AllTidepoolServices());
   ASSERT_THAT(authorizer, IsOk());
   ASSERT_GT(authorizer->MethodPaths().size(), 50u);
   for (const std::string& path : authorizer->MethodPaths()) {
@@ -77,8 +78,7 @@ TEST(MethodAuthorizerTest, OnlyTheProvisionerMayResolvePlaintextSecrets) {
   EXPECT_THAT(authorizer->Check(path, "provisioner"), IsOk());
   for (const std::string& other : PlatformIdentities()) {
     if (other != "provisioner") {
-      EXPECT_THAT(authorizer->Check(path, other),
-                  StatusIs(absl::StatusCode::kPermissionDenied))
+      EXPECT_THAT(authorizer->Check(path, other), StatusIs(absl::StatusCode::kPermissionDenied))
           << other;
     }
   }
@@ -97,9 +97,9 @@ TEST(MethodAuthorizerTest, DecidesUnknownCallersMethodsAndOpenServices) {
                                 "tidepoolctl"),
               IsOk());
   // Services not hosted by this server are denied, even to a platform identity.
-  EXPECT_THAT(authorizer->Check("/tidepool.secrets.v1.SecretsService/ResolveForWorkspace",
-                                "provisioner"),
-              StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(
+      authorizer->Check("/tidepool.secrets.v1.SecretsService/ResolveForWorkspace", "provisioner"),
+      StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(authorizer->Check("/tidepool.audit.v1.AuditService/Nope", "auth"),
               StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(authorizer->Check("/grpc.health.v1.HealthX/Check", "auth"),

@@ -72,9 +72,9 @@ TEST(PlatformConfigTest, RejectsWrongTypes) {
                        HasSubstr("'auth' must be a section (a mapping)")));
   EXPECT_THAT(LoadPlatformConfigFromString("auth:\n  grpc_port: [1, 2]\n", "t.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("got a list")));
-  EXPECT_THAT(LoadPlatformConfigFromString("auth:\n  grpc_address: \"a b\"\n", "t.yaml"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("must be a host name or IP address")));
+  EXPECT_THAT(
+      LoadPlatformConfigFromString("auth:\n  grpc_address: \"a b\"\n", "t.yaml"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must be a host name or IP address")));
 }
 
 TEST(PlatformConfigTest, RejectsBadPorts) {
@@ -83,14 +83,13 @@ TEST(PlatformConfigTest, RejectsBadPorts) {
                        HasSubstr("'audit.grpc_port' must be an integer in [0, 65535], got 70000")));
   EXPECT_THAT(LoadPlatformConfigFromString("audit:\n  grpc_port: -1\n", "t.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("got -1")));
-  EXPECT_THAT(
-      LoadPlatformConfigFromString("audit:\n  grpc_port: 9000\nauth:\n  metrics_port: 9000\n",
-                                   "t.yaml"),
-      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("both use port 9000")));
+  EXPECT_THAT(LoadPlatformConfigFromString(
+                  "audit:\n  grpc_port: 9000\nauth:\n  metrics_port: 9000\n", "t.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("both use port 9000")));
   // Port 0 (pick a free one) may repeat.
-  EXPECT_THAT(LoadPlatformConfigFromString("audit:\n  grpc_port: 0\nauth:\n  grpc_port: 0\n",
-                                           "t.yaml"),
-              IsOk());
+  EXPECT_THAT(
+      LoadPlatformConfigFromString("audit:\n  grpc_port: 0\nauth:\n  grpc_port: 0\n", "t.yaml"),
+      IsOk());
 }
 
 TEST(PlatformConfigTest, RejectsMalformedYamlWithPosition) {

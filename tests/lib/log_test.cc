@@ -1,11 +1,14 @@
 #include "lib/log.h"
 
+#include <grpc/support/log.h>
+
 #include <unistd.h>
 
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/grpc_logging.h"
 #include "nlohmann/json.hpp"
 
 namespace tidepool {
@@ -24,8 +27,8 @@ TEST(LogTest, FormatsOneJsonObjectWithFields) {
   EXPECT_EQ(doc["reason"], "bad_state");
   EXPECT_EQ(doc["attempt"], 3);
   EXPECT_EQ(doc["ok"], false);
-  EXPECT_THAT(doc["ts"].get<std::string>(), ::testing::MatchesRegex(
-                                                "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z"));
+  EXPECT_THAT(doc["ts"].get<std::string>(),
+              ::testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z"));
   EXPECT_THAT(line, Not(HasSubstr("\n")));
 }
 
@@ -58,6 +61,36 @@ TEST(LogTest, WritesWholeLinesAtOrAboveTheLevel) {
   ASSERT_THAT(out, HasSubstr("shown"));
   EXPECT_EQ(out.back(), '\n');
   EXPECT_EQ(nlohmann::json::parse(out)["component"], "test");
+}
+
+std::string Drain(int fd) {
+  std::string out;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buffer, sizeof(buffer))) > 0) {
+    out.append(buffer, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+TEST(LogTest, GrpcCoreLogsBecomeDebugJsonLines) {
+  RouteGrpcCoreLogs();
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ConfigureLogging(LogOptions{LogLevel::kInfo, fds[1], "test"});
+  gpr_log(GPR_ERROR, "bind failed: %s", "in use");  // below info once routed: dropped
+  ConfigureLogging(LogOptions{LogLevel::kDebug, fds[1], "test"});
+  gpr_log(GPR_ERROR, "handshake failed: %d", 42);
+  ConfigureLogging(LogOptions{});
+  ::close(fds[1]);
+  const std::string out = Drain(fds[0]);
+  ::close(fds[0]);
+  EXPECT_THAT(out, Not(HasSubstr("bind failed")));
+  nlohmann::json doc = nlohmann::json::parse(out);
+  EXPECT_EQ(doc["msg"], "handshake failed: 42");
+  EXPECT_EQ(doc["component"], "grpc");
+  EXPECT_EQ(doc["grpc_severity"], "error");
+  EXPECT_EQ(doc["level"], "debug");
 }
 
 TEST(LogTest, ParsesLevels) {

@@ -62,8 +62,7 @@ TEST(PkiTest, RefusesKeysReadableByOthers) {
   EXPECT_THAT(LoadTlsIdentity(dir, "auth"),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("chmod 600")));
   ASSERT_EQ(::chmod((dir + "/ca.key").c_str(), 0640), 0);
-  EXPECT_THAT(EnsurePlatformPki(dir, {"auth"}),
-              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(EnsurePlatformPki(dir, {"auth"}), StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
 TEST(PkiTest, MissingIdentityNamesTheFix) {
@@ -82,14 +81,13 @@ TEST(PkiTest, CertificateNamesTheServiceAndVerifiesAgainstTheCa) {
   ASSERT_TRUE(tidepool::testing::WriteFile(tmp.Join("p.pem"), id->cert_pem));
   // Checked with the openssl command line tool, independently of our code.
   absl::StatusOr<tidepool::testing::CommandResult> verify = tidepool::testing::RunCommand(
-      {"/usr/bin/openssl", "verify", "-CAfile", tmp.Join("ca.pem"), tmp.Join("p.pem")},
-      tmp.path());
+      {"/usr/bin/openssl", "verify", "-CAfile", tmp.Join("ca.pem"), tmp.Join("p.pem")}, tmp.path());
   ASSERT_THAT(verify, IsOk());
   EXPECT_EQ(verify->exit_code, 0) << verify->out << verify->err;
-  absl::StatusOr<tidepool::testing::CommandResult> text = tidepool::testing::RunCommand(
-      {"/usr/bin/openssl", "x509", "-in", tmp.Join("p.pem"), "-noout", "-subject", "-ext",
-       "subjectAltName,extendedKeyUsage"},
-      tmp.path());
+  absl::StatusOr<tidepool::testing::CommandResult> text =
+      tidepool::testing::RunCommand({"/usr/bin/openssl", "x509", "-in", tmp.Join("p.pem"), "-noout",
+                                     "-subject", "-ext", "subjectAltName,extendedKeyUsage"},
+                                    tmp.path());
   ASSERT_THAT(text, IsOk());
   EXPECT_THAT(text->out, HasSubstr("CN = provisioner"));
   EXPECT_THAT(text->out, HasSubstr("IP Address:127.0.0.1"));

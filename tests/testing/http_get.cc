@@ -1,14 +1,14 @@
 #include "tests/testing/http_get.h"
 
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
-
-#include <sys/socket.h>
-#include <sys/time.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -40,7 +40,9 @@ absl::StatusOr<HttpResponse> HttpRequest(const std::string& method, const std::s
     return absl::UnavailableError(absl::StrCat("connect ", host_port, ": ", ec.message()));
   }
   // Synchronous Beast calls ignore expires_after: bound them with socket timeouts instead.
-  struct timeval tv {5, 0};
+  struct timeval tv {
+    5, 0
+  };
   ::setsockopt(stream.socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   ::setsockopt(stream.socket().native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   http::request<http::empty_body> req(http::string_to_verb(method), target, 11);

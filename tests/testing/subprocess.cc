@@ -61,7 +61,8 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const std::vector<
     args.push_back(const_cast<char*>(arg.c_str()));
   }
   args.push_back(nullptr);
-  const int rc = posix_spawn(&process->pid_, argv[0].c_str(), &actions, &attr, args.data(), environ);
+  const int rc =
+      posix_spawn(&process->pid_, argv[0].c_str(), &actions, &attr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
