@@ -2,6 +2,9 @@
 
 #include <grpc/support/log.h>
 
+#include <string>
+
+#include "google/protobuf/stubs/logging.h"
 #include "lib/log.h"
 
 namespace tidepool {
@@ -21,9 +24,18 @@ void LogFromGrpc(gpr_log_func_args* args) {
             {"line", args->line}});
 }
 
+void LogFromProtobuf(google::protobuf::LogLevel level, const char* filename, int line,
+                     const std::string& message) {
+  LogDebug(message, {{"component", "protobuf"},
+                     {"protobuf_level", static_cast<int>(level)},
+                     {"file", filename == nullptr ? "" : filename},
+                     {"line", line}});
+}
+
 }  // namespace
 
-void RouteGrpcCoreLogs() {
+void RouteLibraryLogs() {
+  google::protobuf::SetLogHandler(&LogFromProtobuf);
   gpr_log_verbosity_init();  // honours GRPC_VERBOSITY (default ERROR) before grpc_init runs
   gpr_set_log_function(&LogFromGrpc);
 }

@@ -2,10 +2,11 @@
 
 namespace tidepool {
 
-// Sends gRPC core's own log output (gpr_log) through lib/log.h as JSON lines with
-// component "grpc", at debug level: gRPC's messages are internal detail (a failed bind, a
-// client's failed TLS handshake) that our own errors and metrics already report in plain
-// words, so they only show with log.level: debug. Call once, early in main(). Thread-safe.
-void RouteGrpcCoreLogs();
+// Sends the log output of gRPC core (gpr_log) and of protobuf (GOOGLE_LOG) through
+// lib/log.h as JSON lines with component "grpc" or "protobuf", at debug level: their
+// messages are internal detail (a failed bind, a client's failed TLS handshake, a tampered
+// record that does not parse) that our own errors and metrics already report in plain words,
+// so they only show with log.level: debug. Call once, early in main(). Thread-safe.
+void RouteLibraryLogs();
 
 }  // namespace tidepool

@@ -41,6 +41,10 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
   schema.Enum("log.level", &config.log_level, {"debug", "info", "warning", "error"});
   schema.Bool("tls.auto_generate", &config.tls_auto_generate);
   schema.String("tls.dir", &config.tls_dir, CheckPath);
+  schema.Duration("audit.checkpoint_interval", &config.audit.checkpoint_interval, absl::Seconds(1),
+                  absl::Seconds(60));
+  schema.Int("audit.checkpoint_every_records", &config.audit.checkpoint_every_records, 1, 1000);
+  schema.Bool("audit.checkpoint_append_only", &config.audit.checkpoint_append_only);
   for (const std::string& name : ServiceNames()) {
     ServiceEndpointConfig& svc = config.services[name];
     schema.String(absl::StrCat(name, ".grpc_address"), &svc.grpc_address, CheckAddress);

@@ -26,6 +26,16 @@ struct ServiceEndpointConfig {
   int metrics_port = 0;
 };
 
+// The audit service's settings (section `audit`).
+struct AuditConfig {
+  // Sign a checkpoint at least this often while new records arrive...
+  absl::Duration checkpoint_interval = absl::Seconds(60);
+  // ...and as soon as this many records are not covered by one.
+  int checkpoint_every_records = 1000;
+  // Give the checkpoint file the file system's append-only attribute where possible.
+  bool checkpoint_append_only = true;
+};
+
 // The whole of tidepool.yaml as this build understands it. Every field's initializer is its
 // default; LoadPlatformConfig() validates overrides. Later issues add per-service sections.
 struct PlatformConfig {
@@ -46,6 +56,8 @@ struct PlatformConfig {
 
   // How long a stopping process waits for in-flight RPCs before cancelling them.
   absl::Duration shutdown_grace = absl::Seconds(3);
+
+  AuditConfig audit;
 
   // Per service, keyed by ServiceNames().
   std::map<std::string, ServiceEndpointConfig> services;

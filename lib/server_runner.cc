@@ -132,7 +132,9 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   GlobalGrpcSetup();
   std::unique_ptr<ServerRunner> runner(new ServerRunner());
   runner->options_ = std::move(options);
-  runner->registry_ = std::make_shared<prometheus::Registry>();
+  runner->registry_ = runner->options_.registry != nullptr
+                          ? runner->options_.registry
+                          : std::make_shared<prometheus::Registry>();
   runner->metrics_ = std::make_unique<GrpcServerMetrics>(*runner->registry_);
   runner->services_ = std::move(services);
   const ServerRunnerOptions& opts = runner->options_;
@@ -206,6 +208,11 @@ void ServerRunner::Shutdown(absl::Time deadline) {
     server_->GetHealthCheckService()->SetServingStatus(false);
     server_->Shutdown(absl::ToChronoTime(deadline));
     server_->Wait();
+  }
+  for (HostedService& hosted : services_) {
+    if (hosted.on_stopped) {
+      hosted.on_stopped();
+    }
   }
   if (http_ != nullptr) {
     http_->Stop();

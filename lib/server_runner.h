@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,6 +24,12 @@ struct HostedService {
   // Appended to UNIMPLEMENTED replies from methods not built yet, saying what is missing.
   std::string pending_note;
   std::unique_ptr<grpc::Service> service;
+  // Called once after the server has stopped serving (e.g. to sign a final checkpoint and
+  // stop background work). Optional.
+  std::function<void()> on_stopped;
+  // Whatever the service needs alive while it is hosted (its store, its timers). Released
+  // when the runner is destroyed, after the server has stopped.
+  std::shared_ptr<void> state;
 };
 
 // How and where to serve.
@@ -33,6 +40,9 @@ struct ServerRunnerOptions {
   int grpc_port = 0;
   std::string metrics_address = "127.0.0.1";
   int metrics_port = 0;
+  // The registry served on /metrics; one is created when null. Shared so the services built
+  // before the runner can register their own metrics in it.
+  std::shared_ptr<prometheus::Registry> registry;
   // This server's certificate, key and the platform CA. Every RPC requires a client
   // certificate from the same CA; the method allowlists (lib/authz.h) decide who may call.
   TlsIdentity tls;

@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "lib/audit_client.h"
 #include "lib/authz.h"
 #include "lib/grpc_logging.h"
 #include "lib/log.h"
@@ -52,6 +53,60 @@ absl::Status WriteRunFile(const std::string& data_dir, const std::string& name,
   return absl::OkStatus();
 }
 
+// Sends to the audit service wherever it currently runs: its run file (it may have picked a
+// free port) or else its configured address. Re-resolves after a failure, so services that
+// start before audit, or outlive an audit restart, find it again.
+class ResolvingAuditTransport final : public AuditTransport {
+ public:
+  ResolvingAuditTransport(TlsIdentity self, std::string data_dir, ServiceEndpointConfig configured)
+      : self_(std::move(self)),
+        data_dir_(std::move(data_dir)),
+        configured_(std::move(configured)) {}
+
+  absl::StatusOr<std::vector<uint64_t>> Append(const std::vector<common::v1::AuditEvent>& events,
+                                               absl::Time deadline) override {
+    std::shared_ptr<AuditTransport> transport;
+    {
+      absl::MutexLock lock(&mu_);
+      std::string target;
+      if (absl::StatusOr<RunInfo> info = ReadRunInfo(data_dir_, "audit"); info.ok()) {
+        target = info->grpc;
+      } else if (configured_.grpc_port != 0) {
+        target = HostPort(configured_.grpc_address, configured_.grpc_port);
+      } else {
+        return absl::UnavailableError("the audit service is not running");
+      }
+      if (target != target_ || transport_ == nullptr) {
+        target_ = target;
+        transport_ = std::make_shared<GrpcAuditTransport>(DialPlatformService(self_, target));
+      }
+      transport = transport_;
+    }
+    return transport->Append(events, deadline);
+  }
+
+ private:
+  const TlsIdentity self_;
+  const std::string data_dir_;
+  const ServiceEndpointConfig configured_;
+  absl::Mutex mu_;
+  std::string target_ ABSL_GUARDED_BY(mu_);
+  // Replaced when the target changes; a caller still using the old one keeps it alive.
+  std::shared_ptr<AuditTransport> transport_ ABSL_GUARDED_BY(mu_);
+};
+
+common::v1::AuditEvent ServiceLifecycleEvent(const std::string& service,
+                                             const std::string& action) {
+  common::v1::AuditEvent event;
+  event.mutable_actor()->set_kind(common::v1::ACTOR_KIND_SERVICE);
+  event.mutable_actor()->set_id(service);
+  event.set_action(action);
+  event.set_outcome(common::v1::OUTCOME_SUCCESS);
+  (*event.mutable_attributes())["version"] = TIDEPOOL_VERSION;
+  (*event.mutable_attributes())["pid"] = std::to_string(::getpid());
+  return event;
+}
+
 }  // namespace
 
 int RunServices(const std::string& program, const ServerFlags& flags,
@@ -74,7 +129,7 @@ int RunServices(const std::string& program, const ServerFlags& flags,
   ParseLogLevel(config->log_level, &log_options.level);
   log_options.component = program;
   ConfigureLogging(log_options);
-  RouteGrpcCoreLogs();
+  RouteLibraryLogs();
 
   std::error_code ec;
   std::filesystem::create_directories(absl::StrCat(data_dir, "/run"), ec);
@@ -95,27 +150,62 @@ int RunServices(const std::string& program, const ServerFlags& flags,
   }
 
   RealClock clock;
+  std::vector<std::pair<std::string, std::unique_ptr<AuditClient>>> audit_clients;
   std::vector<std::pair<std::string, std::unique_ptr<ServerRunner>>> runners;
-  auto stop_all = [&](absl::Duration grace) {
+  // Stops everything. A clean stop (a signal after a full start) first records each service's
+  // stop and flushes audit events while the audit service (stopped last) still runs; a failed
+  // start records nothing it did not start.
+  auto stop_all = [&](absl::Duration grace, bool clean) {
+    if (clean) {
+      const absl::Time flush_deadline = absl::Now() + std::min(grace, absl::Seconds(1));
+      for (auto& [name, client] : audit_clients) {
+        client->Emit(ServiceLifecycleEvent(name, "platform.service_stopped"));
+      }
+      for (auto& [name, client] : audit_clients) {
+        client->Stop(flush_deadline);
+      }
+    }
     const absl::Time deadline = absl::Now() + grace;
     for (auto it = runners.rbegin(); it != runners.rend(); ++it) {
       it->second->Shutdown(deadline);
       std::filesystem::remove(RunFilePath(data_dir, it->first), ec);
+    }
+    for (auto& [name, client] : audit_clients) {
+      client->Stop(absl::InfinitePast());
     }
   };
   for (const ServiceDefinition& definition : services) {
     absl::StatusOr<TlsIdentity> identity = LoadTlsIdentity(tls_dir, definition.name);
     if (!identity.ok()) {
       std::cerr << program << ": " << identity.status().message() << std::endl;
-      stop_all(absl::ZeroDuration());
+      stop_all(absl::ZeroDuration(), /*clean=*/false);
       return kExitFailure;
     }
-    const ServiceContext context{*config, data_dir, clock};
+    auto registry = std::make_shared<prometheus::Registry>();
+    AuditClient* audit = nullptr;
+    if (definition.name != "audit") {
+      AuditClientOptions audit_options;
+      audit_options.spool_path = absl::StrCat(data_dir, "/", definition.name, "/audit_spool.db");
+      audit_options.source_name = definition.name;
+      std::filesystem::create_directories(absl::StrCat(data_dir, "/", definition.name), ec);
+      absl::StatusOr<std::unique_ptr<AuditClient>> client = AuditClient::Create(
+          std::make_unique<ResolvingAuditTransport>(*identity, data_dir, config->Service("audit")),
+          clock, audit_options, *registry);
+      if (!client.ok()) {
+        std::cerr << program << ": " << definition.name
+                  << ": audit spool: " << client.status().message() << std::endl;
+        stop_all(absl::ZeroDuration(), /*clean=*/false);
+        return kExitFailure;
+      }
+      audit = client->get();
+      audit_clients.emplace_back(definition.name, *std::move(client));
+    }
+    const ServiceContext context{*config, data_dir, clock, *registry, audit};
     absl::StatusOr<std::vector<HostedService>> hosted = definition.create(context);
     if (!hosted.ok()) {
       std::cerr << program << ": " << definition.name << ": " << hosted.status().message()
                 << std::endl;
-      stop_all(absl::ZeroDuration());
+      stop_all(absl::ZeroDuration(), /*clean=*/false);
       return kExitFailure;
     }
     const ServiceEndpointConfig& endpoint = config->Service(definition.name);
@@ -126,18 +216,19 @@ int RunServices(const std::string& program, const ServerFlags& flags,
     options.metrics_address = endpoint.metrics_address;
     options.metrics_port = endpoint.metrics_port;
     options.tls = *std::move(identity);
+    options.registry = registry;
     absl::StatusOr<std::unique_ptr<ServerRunner>> runner =
         ServerRunner::Start(std::move(options), *std::move(hosted));
     if (!runner.ok()) {
       std::cerr << program << ": " << runner.status().message() << std::endl;
-      stop_all(absl::ZeroDuration());
+      stop_all(absl::ZeroDuration(), /*clean=*/false);
       return runner.status().code() == absl::StatusCode::kUnavailable ? kExitUsage : kExitFailure;
     }
     absl::Status written = WriteRunFile(data_dir, definition.name, **runner);
     runners.emplace_back(definition.name, *std::move(runner));
     if (!written.ok()) {
       std::cerr << program << ": " << written.message() << std::endl;
-      stop_all(absl::ZeroDuration());
+      stop_all(absl::ZeroDuration(), /*clean=*/false);
       return kExitFailure;
     }
   }
@@ -158,6 +249,10 @@ int RunServices(const std::string& program, const ServerFlags& flags,
                                 {"grpc_port", runner->grpc_port()},
                                 {"metrics_port", runner->metrics_port()}});
   }
+  for (auto& [name, client] : audit_clients) {
+    client->Start();
+    client->Emit(ServiceLifecycleEvent(name, "platform.service_started"));
+  }
   std::cout << "  check it: tidepoolctl status --data-dir " << data_dir << "\n"
             << "  stop it:  Ctrl-C or SIGTERM\n";
   std::cout.flush();
@@ -166,7 +261,7 @@ int RunServices(const std::string& program, const ServerFlags& flags,
   sigwait(&stop_signals, &signal_number);
   LogInfo("stopping", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
   const absl::Time started = absl::Now();
-  stop_all(config->shutdown_grace);
+  stop_all(config->shutdown_grace, /*clean=*/true);
   LogInfo("stopped", {{"seconds", absl::ToDoubleSeconds(absl::Now() - started)}});
   return kExitOk;
 }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "lib/audit_client.h"
 #include "lib/cli_flags.h"
 #include "lib/clock.h"
 #include "lib/platform_config.h"
@@ -18,6 +19,12 @@ struct ServiceContext {
   // The resolved data directory; the service keeps its state under <data_dir>/<name>/.
   const std::string& data_dir;
   Clock& clock;
+  // The registry this service's /metrics serves; register service metrics here.
+  prometheus::Registry& metrics;
+  // Where the service records audit events (an AuditClient speaking to the audit service as
+  // this service's identity, with its spool under <data_dir>/<name>/). Null for the audit
+  // service itself, which writes its own log.
+  AuditEmitter* audit;
 };
 
 // Builds one platform service: its gRPC implementation(s), ready to host.

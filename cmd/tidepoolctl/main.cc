@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "cmd/tidepoolctl/audit_command.h"
 #include "cmd/tidepoolctl/status_command.h"
 #include "lib/cli_flags.h"
 #include "lib/grpc_logging.h"
@@ -15,6 +16,7 @@ constexpr char kUsage[] =
     "\n"
     "commands:\n"
     "  status [--json] [--timeout 2s]   health of every platform service\n"
+    "  audit query|export|verify|checkpoint   the audit trail (tidepoolctl audit help)\n"
     "  version                          print the version\n"
     "\n"
     "flags (all commands):\n";
@@ -22,7 +24,7 @@ constexpr char kUsage[] =
 }  // namespace
 
 int main(int argc, char** argv) {
-  tidepool::RouteGrpcCoreLogs();  // a refused handshake is reported in the table, not as noise
+  tidepool::RouteLibraryLogs();  // a refused handshake is reported in the table, not as noise
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     (args.empty() ? std::cerr : std::cout) << kUsage << tidepool::ServerFlagsHelp();
@@ -32,6 +34,9 @@ int main(int argc, char** argv) {
   if (args[0] == "version" || args[0] == "--version") {
     std::cout << "tidepoolctl " << TIDEPOOL_VERSION << "\n";
     return tidepool::kExitOk;
+  }
+  if (args[0] == "audit") {
+    return tidepool::ctl::AuditCommand(rest, std::cout, std::cerr);
   }
   if (args[0] == "status") {
     return tidepool::ctl::StatusCommand(rest, std::cout, std::cerr);

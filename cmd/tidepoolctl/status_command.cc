@@ -6,9 +6,9 @@
 #include "absl/strings/str_format.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
+#include "lib/cli_flags.h"
 #include "lib/platform_client.h"
 #include "lib/platform_config.h"
-#include "lib/cli_flags.h"
 #include "nlohmann/json.hpp"
 
 namespace tidepool::ctl {

@@ -18,6 +18,7 @@
 #include "tests/testing/http_get.h"
 #include "tests/testing/status_matchers.h"
 #include "tidepool/audit/v1/audit_service.grpc.pb.h"
+#include "tidepool/secrets/v1/secrets_service.grpc.pb.h"
 
 namespace tidepool {
 namespace {
@@ -155,18 +156,19 @@ TEST_F(TidepoolUpTest, EveryMetricsPagePassesPromtool) {
 }
 
 TEST_F(TidepoolUpTest, UnbuiltRpcsAnswerUnimplementedNamingTheIssue) {
-  absl::StatusOr<RunInfo> info = platform_->Info("audit");
+  absl::StatusOr<RunInfo> info = platform_->Info("secrets");
   ASSERT_THAT(info, IsOk());
-  absl::StatusOr<TlsIdentity> auth = LoadTlsIdentity(platform_->data_dir() + "/pki", "auth");
-  ASSERT_THAT(auth, IsOk());
-  auto stub = audit::v1::AuditService::NewStub(DialPlatformService(*auth, info->grpc));
+  absl::StatusOr<TlsIdentity> provisioner =
+      LoadTlsIdentity(platform_->data_dir() + "/pki", "provisioner");
+  ASSERT_THAT(provisioner, IsOk());
+  auto stub = secrets::v1::SecretsService::NewStub(DialPlatformService(*provisioner, info->grpc));
   grpc::ClientContext context;
   context.set_deadline(In(absl::Seconds(5)));
-  audit::v1::AppendRequest request;
-  audit::v1::AppendResponse response;
-  grpc::Status status = stub->Append(&context, request, &response);
+  secrets::v1::ResolveForWorkspaceRequest request;
+  secrets::v1::ResolveForWorkspaceResponse response;
+  grpc::Status status = stub->ResolveForWorkspace(&context, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(status.error_message(), HasSubstr("issue #3"));
+  EXPECT_THAT(status.error_message(), HasSubstr("issue #5"));
 }
 
 TEST_F(TidepoolUpTest, TidepoolctlStatusFindsThePlatformFromTheDataDir) {

@@ -1,7 +1,6 @@
 #include "lib/log.h"
 
 #include <grpc/support/log.h>
-
 #include <unistd.h>
 
 #include <string>
@@ -74,7 +73,7 @@ std::string Drain(int fd) {
 }
 
 TEST(LogTest, GrpcCoreLogsBecomeDebugJsonLines) {
-  RouteGrpcCoreLogs();
+  RouteLibraryLogs();
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
   ConfigureLogging(LogOptions{LogLevel::kInfo, fds[1], "test"});

@@ -32,10 +32,11 @@ class MtlsTest : public ::testing::Test {
     absl::StatusOr<TlsIdentity> server_identity = LoadTlsIdentity(pki_dir(), "secrets");
     ASSERT_THAT(server_identity, IsOk());
     RealClock clock;
+    prometheus::Registry registry;
     PlatformConfig config = DefaultPlatformConfig();
     const std::string data_dir = tmp_.path();
-    absl::StatusOr<std::vector<HostedService>> hosted =
-        secrets::SecretsServiceDefinition().create(ServiceContext{config, data_dir, clock});
+    absl::StatusOr<std::vector<HostedService>> hosted = secrets::SecretsServiceDefinition().create(
+        ServiceContext{config, data_dir, clock, registry, nullptr});
     ASSERT_THAT(hosted, IsOk());
     ServerRunnerOptions options;
     options.component = "secrets";
