@@ -20,16 +20,16 @@ namespace tidepool {
 // One gRPC service to host.
 struct HostedService {
   // Full proto name, e.g. "tidepool.auth.v1.AuthService": the health-check key.
-  std::string full_name;
+  std::string full_name = {};
   // Appended to UNIMPLEMENTED replies from methods not built yet, saying what is missing.
-  std::string pending_note;
-  std::unique_ptr<grpc::Service> service;
+  std::string pending_note = {};
+  std::unique_ptr<grpc::Service> service = nullptr;
   // Called once after the server has stopped serving (e.g. to sign a final checkpoint and
   // stop background work). Optional.
-  std::function<void()> on_stopped;
+  std::function<void()> on_stopped = nullptr;
   // Whatever the service needs alive while it is hosted (its store, its timers). Released
   // when the runner is destroyed, after the server has stopped.
-  std::shared_ptr<void> state;
+  std::shared_ptr<void> state = nullptr;
 };
 
 // How and where to serve.

@@ -90,59 +90,62 @@ absl::Status ValidateFilter(const v1::AuditFilter& filter) {
   return absl::OkStatus();
 }
 
+// One bound value of a filter condition: text, or an integer when `is_int`.
+// (Not a std::variant: GCC 12 reports a false maybe-uninitialized on moving one.)
+struct SqlArg {
+  bool is_int = false;
+  int64_t integer = 0;
+  std::string text;
+};
+
+SqlArg Text(std::string value) { return SqlArg{false, 0, std::move(value)}; }
+SqlArg Integer(int64_t value) { return SqlArg{true, value, ""}; }
+
 // SQL conditions and their bindings for a filter.
 struct FilterSql {
   std::string where;
-  std::vector<std::variant<int64_t, std::string>> args;
+  std::vector<SqlArg> args;
 };
 
 FilterSql BuildFilterSql(const v1::AuditFilter& filter) {
   FilterSql sql;
-  auto add = [&](absl::string_view condition, std::variant<int64_t, std::string> arg) {
+  auto add = [&](absl::string_view condition, SqlArg arg) {
     absl::StrAppend(&sql.where, " AND ", condition);
     sql.args.push_back(std::move(arg));
   };
   if (!filter.actor_id().empty()) {
-    add("actor_id = ?", filter.actor_id());
+    add("actor_id = ?", Text(filter.actor_id()));
   }
   if (!filter.subject_user_id().empty()) {
-    add("subject_user_id = ?", filter.subject_user_id());
+    add("subject_user_id = ?", Text(filter.subject_user_id()));
   }
   if (!filter.workspace_id().empty()) {
-    add("workspace_id = ?", filter.workspace_id());
+    add("workspace_id = ?", Text(filter.workspace_id()));
   }
   if (!filter.action_prefix().empty()) {
     // The action itself or anything below it, at a dot boundary (no LIKE: '_' is a wildcard).
     absl::StrAppend(&sql.where, " AND (action = ? OR substr(action, 1, ?) = ?)");
-    sql.args.push_back(filter.action_prefix());
-    sql.args.push_back(static_cast<int64_t>(filter.action_prefix().size() + 1));
-    sql.args.push_back(absl::StrCat(filter.action_prefix(), "."));
+    sql.args.push_back(Text(filter.action_prefix()));
+    sql.args.push_back(Integer(static_cast<int64_t>(filter.action_prefix().size() + 1)));
+    sql.args.push_back(Text(absl::StrCat(filter.action_prefix(), ".")));
   }
   if (filter.outcome() != commonpb::OUTCOME_UNSPECIFIED) {
-    add("outcome = ?", static_cast<int64_t>(filter.outcome()));
+    add("outcome = ?", Integer(static_cast<int64_t>(filter.outcome())));
   }
   if (filter.has_start_time()) {
-    add("server_time_us >= ?", ToMicros(filter.start_time()));
+    add("server_time_us >= ?", Integer(ToMicros(filter.start_time())));
   }
   if (filter.has_end_time()) {
-    add("server_time_us < ?", ToMicros(filter.end_time()));
+    add("server_time_us < ?", Integer(ToMicros(filter.end_time())));
   }
   return sql;
 }
 
 absl::Status BindAll(Statement& stmt, const FilterSql& sql, int first_index) {
   int index = first_index;
-  for (const auto& arg : sql.args) {
-    absl::Status status = std::visit(
-        [&](const auto& value) -> absl::Status {
-          if constexpr (std::is_same_v<std::decay_t<decltype(value)>, int64_t>) {
-            return stmt.Bind(index, value);
-          } else {
-            return stmt.Bind(index, absl::string_view(value));
-          }
-        },
-        arg);
-    TP_RETURN_IF_ERROR(status);
+  for (const SqlArg& arg : sql.args) {
+    TP_RETURN_IF_ERROR(arg.is_int ? stmt.Bind(index, arg.integer)
+                                  : stmt.Bind(index, absl::string_view(arg.text)));
     ++index;
   }
   return absl::OkStatus();

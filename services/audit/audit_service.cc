@@ -182,9 +182,10 @@ ServiceDefinition AuditServiceDefinition() {
     }
     auto hosted = std::make_shared<HostedAuditService>(*std::move(log));
     std::vector<HostedService> services;
-    services.push_back(HostedService{"tidepool.audit.v1.AuditService", "",
-                                     std::make_unique<AuditServiceImpl>(hosted->log()),
-                                     [hosted] { hosted->Stop(); }, hosted});
+    services.push_back(HostedService{.full_name = "tidepool.audit.v1.AuditService",
+                                     .service = std::make_unique<AuditServiceImpl>(hosted->log()),
+                                     .on_stopped = [hosted] { hosted->Stop(); },
+                                     .state = hosted});
     return services;
   };
   return definition;

@@ -11,9 +11,10 @@ ServiceDefinition AuthServiceDefinition() {
   definition.create =
       [](const ServiceContext& /*context*/) -> absl::StatusOr<std::vector<HostedService>> {
     std::vector<HostedService> hosted;
-    hosted.push_back(HostedService{"tidepool.auth.v1.AuthService",
-                                   "sign-in, sessions, users and invites arrive with issue #4",
-                                   std::make_unique<AuthServiceImpl>()});
+    hosted.push_back(
+        HostedService{.full_name = "tidepool.auth.v1.AuthService",
+                      .pending_note = "sign-in, sessions, users and invites arrive with issue #4",
+                      .service = std::make_unique<AuthServiceImpl>()});
     return hosted;
   };
   return definition;

@@ -11,10 +11,10 @@ ServiceDefinition ProvisionerServiceDefinition() {
   definition.create =
       [](const ServiceContext& /*context*/) -> absl::StatusOr<std::vector<HostedService>> {
     std::vector<HostedService> hosted;
-    hosted.push_back(
-        HostedService{"tidepool.provisioner.v1.WorkspaceService",
-                      "workspace lifecycle and the local sandbox runtime arrive with issue #6",
-                      std::make_unique<WorkspaceServiceImpl>()});
+    hosted.push_back(HostedService{
+        .full_name = "tidepool.provisioner.v1.WorkspaceService",
+        .pending_note = "workspace lifecycle and the local sandbox runtime arrive with issue #6",
+        .service = std::make_unique<WorkspaceServiceImpl>()});
     return hosted;
   };
   return definition;

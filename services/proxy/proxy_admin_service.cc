@@ -11,9 +11,10 @@ ServiceDefinition ProxyServiceDefinition() {
   definition.create =
       [](const ServiceContext& /*context*/) -> absl::StatusOr<std::vector<HostedService>> {
     std::vector<HostedService> hosted;
-    hosted.push_back(HostedService{"tidepool.proxy.v1.ProxyAdminService",
-                                   "the browser edge and egress proxy arrive with issue #8",
-                                   std::make_unique<ProxyAdminServiceImpl>()});
+    hosted.push_back(
+        HostedService{.full_name = "tidepool.proxy.v1.ProxyAdminService",
+                      .pending_note = "the browser edge and egress proxy arrive with issue #8",
+                      .service = std::make_unique<ProxyAdminServiceImpl>()});
     return hosted;
   };
   return definition;

@@ -11,9 +11,10 @@ ServiceDefinition ScalerServiceDefinition() {
   definition.create =
       [](const ServiceContext& /*context*/) -> absl::StatusOr<std::vector<HostedService>> {
     std::vector<HostedService> hosted;
-    hosted.push_back(HostedService{"tidepool.scaler.v1.ScalerService",
-                                   "idle sleep and schedule-aware wake arrive with issue #9",
-                                   std::make_unique<ScalerServiceImpl>()});
+    hosted.push_back(
+        HostedService{.full_name = "tidepool.scaler.v1.ScalerService",
+                      .pending_note = "idle sleep and schedule-aware wake arrive with issue #9",
+                      .service = std::make_unique<ScalerServiceImpl>()});
     return hosted;
   };
   return definition;

@@ -11,10 +11,10 @@ ServiceDefinition SecretsServiceDefinition() {
   definition.create =
       [](const ServiceContext& /*context*/) -> absl::StatusOr<std::vector<HostedService>> {
     std::vector<HostedService> hosted;
-    hosted.push_back(
-        HostedService{"tidepool.secrets.v1.SecretsService",
-                      "bring-your-own keys and the provider catalogue arrive with issue #5",
-                      std::make_unique<SecretsServiceImpl>()});
+    hosted.push_back(HostedService{
+        .full_name = "tidepool.secrets.v1.SecretsService",
+        .pending_note = "bring-your-own keys and the provider catalogue arrive with issue #5",
+        .service = std::make_unique<SecretsServiceImpl>()});
     return hosted;
   };
   return definition;
