@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "lib/file_util.h"
 #include "lib/status_macros.h"
 
 namespace tidepool {
@@ -140,52 +141,6 @@ bool ValidName(const std::string& name) {
   return true;
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat(path, " is missing"));
-  }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-// Writes `data` to `path` atomically with the given mode (a temp file, fsync, rename).
-absl::Status WriteFileAtomically(const std::string& path, const std::string& data, mode_t mode) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
-  }
-  ::fchmod(fd, mode);
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n <= 0) {
-      ::close(fd);
-      return absl::UnavailableError(absl::StrCat("cannot write ", tmp));
-    }
-    off += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckPrivate(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat(path, " is missing"));
-  }
-  if ((st.st_mode & 077) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(path, " is readable by other users (mode ",
-                                                      absl::StrFormat("%03o", st.st_mode & 0777),
-                                                      "); run chmod 600 on it"));
-  }
-  return absl::OkStatus();
-}
-
 bool ExpiresSoon(const std::string& cert_pem) {
   absl::StatusOr<X509Ptr> cert = CertFromPem(cert_pem);
   if (!cert.ok()) {
@@ -295,9 +250,9 @@ absl::Status EnsurePlatformPki(const std::string& dir, const std::vector<std::st
   const std::string ca_key_path = dir + "/ca.key";
   CertAuthority ca;
   if (std::filesystem::exists(ca_cert_path) && std::filesystem::exists(ca_key_path)) {
-    TP_RETURN_IF_ERROR(CheckPrivate(ca_key_path));
-    TP_ASSIGN_OR_RETURN(ca.cert_pem, ReadFile(ca_cert_path));
-    TP_ASSIGN_OR_RETURN(ca.key_pem, ReadFile(ca_key_path));
+    TP_RETURN_IF_ERROR(CheckOwnerOnly(ca_key_path));
+    TP_ASSIGN_OR_RETURN(ca.cert_pem, ReadFileToString(ca_cert_path));
+    TP_ASSIGN_OR_RETURN(ca.key_pem, ReadFileToString(ca_key_path));
   } else {
     TP_ASSIGN_OR_RETURN(ca, CreateCertAuthority("Tidepool"));
     TP_RETURN_IF_ERROR(WriteFileAtomically(ca_key_path, ca.key_pem, 0600));
@@ -307,8 +262,8 @@ absl::Status EnsurePlatformPki(const std::string& dir, const std::vector<std::st
     const std::string cert_path = absl::StrCat(dir, "/", name, ".pem");
     const std::string key_path = absl::StrCat(dir, "/", name, ".key");
     if (std::filesystem::exists(cert_path) && std::filesystem::exists(key_path)) {
-      TP_RETURN_IF_ERROR(CheckPrivate(key_path));
-      TP_ASSIGN_OR_RETURN(std::string pem, ReadFile(cert_path));
+      TP_RETURN_IF_ERROR(CheckOwnerOnly(key_path));
+      TP_ASSIGN_OR_RETURN(std::string pem, ReadFileToString(cert_path));
       if (!ExpiresSoon(pem)) {
         continue;
       }
@@ -324,15 +279,15 @@ absl::StatusOr<TlsIdentity> LoadTlsIdentity(const std::string& dir, const std::s
   const std::string key_path = absl::StrCat(dir, "/", name, ".key");
   TlsIdentity identity;
   identity.name = name;
-  absl::StatusOr<std::string> ca = ReadFile(dir + "/ca.pem");
-  absl::StatusOr<std::string> cert = ReadFile(absl::StrCat(dir, "/", name, ".pem"));
-  absl::StatusOr<std::string> key = ReadFile(key_path);
+  absl::StatusOr<std::string> ca = ReadFileToString(dir + "/ca.pem");
+  absl::StatusOr<std::string> cert = ReadFileToString(absl::StrCat(dir, "/", name, ".pem"));
+  absl::StatusOr<std::string> key = ReadFileToString(key_path);
   if (!ca.ok() || !cert.ok() || !key.ok()) {
     return absl::NotFoundError(absl::StrCat(
         "no platform certificate for '", name, "' in ", dir,
         " (start the platform once with tls.auto_generate, or point tls.dir at the certificates)"));
   }
-  TP_RETURN_IF_ERROR(CheckPrivate(key_path));
+  TP_RETURN_IF_ERROR(CheckOwnerOnly(key_path));
   identity.ca_pem = *std::move(ca);
   identity.cert_pem = *std::move(cert);
   identity.key_pem = *std::move(key);

@@ -15,38 +15,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "lib/file_util.h"
 #include "lib/log.h"
 #include "lib/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace tidepool::audit {
 namespace {
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat(path, " is missing"));
-  }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-absl::Status WriteNewFile(const std::string& path, const std::string& data, mode_t mode) {
-  const std::string tmp = absl::StrCat(path, ".tmp");
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
-  }
-  ::fchmod(fd, mode);
-  const bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()) &&
-                  ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot write ", path));
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<TrustedKeys> ParseTrustedKeys(const std::string& text, const std::string& path) {
   TrustedKeys keys;
@@ -97,14 +72,10 @@ CheckpointSigner::CheckpointSigner(crypto::Ed25519PrivateKey key, TrustedKeys tr
 
 absl::StatusOr<CheckpointSigner> CheckpointSigner::LoadOrCreate(
     const std::string& key_path, const std::string& trusted_keys_path) {
-  absl::StatusOr<std::string> pem = ReadWholeFile(key_path);
+  absl::StatusOr<std::string> pem = ReadFileToString(key_path);
   std::optional<crypto::Ed25519PrivateKey> key;
   if (pem.ok()) {
-    struct stat st {};
-    if (::stat(key_path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(key_path, " is readable by other users; run chmod 600 on it"));
-    }
+    TP_RETURN_IF_ERROR(CheckOwnerOnly(key_path));
     absl::StatusOr<crypto::Ed25519PrivateKey> loaded = crypto::Ed25519PrivateKey::FromPem(*pem);
     if (!loaded.ok()) {
       return absl::FailedPreconditionError(absl::StrCat(key_path, " is not an Ed25519 key"));
@@ -113,13 +84,13 @@ absl::StatusOr<CheckpointSigner> CheckpointSigner::LoadOrCreate(
   } else {
     TP_ASSIGN_OR_RETURN(crypto::Ed25519PrivateKey generated, crypto::Ed25519PrivateKey::Generate());
     TP_ASSIGN_OR_RETURN(std::string new_pem, generated.ToPem());
-    TP_RETURN_IF_ERROR(WriteNewFile(key_path, new_pem, 0600));
+    TP_RETURN_IF_ERROR(WriteFileAtomically(key_path, new_pem, 0600));
     key.emplace(std::move(generated));
   }
   const std::string public_key = key->PublicKey();
   const std::string key_id = KeyIdOf(public_key);
   TrustedKeys trusted;
-  absl::StatusOr<std::string> trusted_text = ReadWholeFile(trusted_keys_path);
+  absl::StatusOr<std::string> trusted_text = ReadFileToString(trusted_keys_path);
   if (trusted_text.ok()) {
     TP_ASSIGN_OR_RETURN(trusted, ParseTrustedKeys(*trusted_text, trusted_keys_path));
   }
@@ -129,7 +100,7 @@ absl::StatusOr<CheckpointSigner> CheckpointSigner::LoadOrCreate(
     for (const auto& [id, pub] : trusted) {
       absl::StrAppend(&text, id, " ", absl::Base64Escape(pub), "\n");
     }
-    TP_RETURN_IF_ERROR(WriteNewFile(trusted_keys_path, text, 0644));
+    TP_RETURN_IF_ERROR(WriteFileAtomically(trusted_keys_path, text, 0644));
   }
   return CheckpointSigner(*std::move(key), std::move(trusted));
 }
@@ -194,7 +165,7 @@ absl::StatusOr<std::unique_ptr<CheckpointFile>> CheckpointFile::Open(const std::
         {{"path", path}});
   }
   auto file = std::unique_ptr<CheckpointFile>(new CheckpointFile(path, fd, enforced));
-  absl::StatusOr<std::string> text = ReadWholeFile(path);
+  absl::StatusOr<std::string> text = ReadFileToString(path);
   file->needs_newline_ = text.ok() && !text->empty() && text->back() != '\n';
   return file;
 }
@@ -218,7 +189,7 @@ absl::Status CheckpointFile::Append(const SignedCheckpoint& checkpoint) {
 }
 
 absl::StatusOr<std::vector<CheckpointLine>> CheckpointFile::ReadAll() const {
-  absl::StatusOr<std::string> text = ReadWholeFile(path_);
+  absl::StatusOr<std::string> text = ReadFileToString(path_);
   if (!text.ok()) {
     return absl::UnavailableError(absl::StrCat("cannot read ", path_));
   }

@@ -104,6 +104,31 @@ class AuditLogTest : public ::testing::Test {
     ASSERT_THAT(stmt->Step(), IsOk());
   }
 
+  // Appends a line to the checkpoint file, as someone with file access could.
+  void AppendCheckpointLine(const SignedCheckpoint& checkpoint) {
+    absl::StatusOr<std::unique_ptr<CheckpointFile>> file =
+        CheckpointFile::Open(options_.dir + "/checkpoints.log", false);
+    ASSERT_THAT(file, IsOk());
+    ASSERT_THAT((*file)->Append(checkpoint), IsOk());
+  }
+
+  // A checkpoint over the current head signed by a fresh key, claiming `key_id` (its own when
+  // empty).
+  SignedCheckpoint ForeignCheckpoint(const std::string& key_id) {
+    absl::StatusOr<crypto::Ed25519PrivateKey> other = crypto::Ed25519PrivateKey::Generate();
+    EXPECT_THAT(other, IsOk());
+    absl::StatusOr<v1::Checkpoint> real = log_->LatestCheckpoint();
+    EXPECT_THAT(real, IsOk());
+    SignedCheckpoint forged;
+    forged.tree_size = real->tree_size();
+    forged.head_hash = real->head_hash();
+    forged.unix_seconds = 1'800'000'000;
+    forged.key_id = key_id.empty() ? KeyIdOf(other->PublicKey()) : key_id;
+    forged.signature =
+        *other->Sign(CheckpointNote(forged.tree_size, forged.head_hash, forged.unix_seconds));
+    return forged;
+  }
+
   v1::VerifyResponse VerifyAll() {
     absl::StatusOr<v1::VerifyResponse> response = log_->Verify(1, 0);
     EXPECT_THAT(response, IsOk());
@@ -396,41 +421,14 @@ TEST_F(AuditLogTest, TruncationBelowASignedCheckpointIsDetectedAndStopsAppends) 
 TEST_F(AuditLogTest, CheckpointsSignedByAnotherKeyAreRejected) {
   AppendMany(1, 10);
   ASSERT_THAT(log_->MaybeCheckpoint(true), IsOk());
-  absl::StatusOr<crypto::Ed25519PrivateKey> other = crypto::Ed25519PrivateKey::Generate();
-  ASSERT_THAT(other, IsOk());
-  absl::StatusOr<v1::Checkpoint> real = log_->LatestCheckpoint();
-  ASSERT_THAT(real, IsOk());
-  SignedCheckpoint forged;
-  forged.tree_size = 10;
-  forged.head_hash = real->head_hash();
-  forged.unix_seconds = 1'800'000'000;
-  forged.key_id = KeyIdOf(other->PublicKey());  // an unknown key
-  forged.signature = *other->Sign(CheckpointNote(10, forged.head_hash, forged.unix_seconds));
-  {
-    absl::StatusOr<std::unique_ptr<CheckpointFile>> file =
-        CheckpointFile::Open(options_.dir + "/checkpoints.log", false);
-    ASSERT_THAT(file, IsOk());
-    ASSERT_THAT((*file)->Append(forged), IsOk());
-  }
+  AppendCheckpointLine(ForeignCheckpoint(/*key_id=*/""));  // an unknown key
   ExpectBroken(10, v1::VERIFY_FAILURE_CHECKPOINT_SIGNATURE);
 }
 
 TEST_F(AuditLogTest, ACheckpointClaimingTheRealKeyWithABadSignatureIsRejected) {
   AppendMany(1, 10);
   ASSERT_THAT(log_->MaybeCheckpoint(true), IsOk());
-  absl::StatusOr<crypto::Ed25519PrivateKey> other = crypto::Ed25519PrivateKey::Generate();
-  absl::StatusOr<v1::Checkpoint> real = log_->LatestCheckpoint();
-  ASSERT_THAT(real, IsOk());
-  SignedCheckpoint forged;
-  forged.tree_size = 10;
-  forged.head_hash = real->head_hash();
-  forged.unix_seconds = 1'800'000'000;
-  forged.key_id = log_->signing_key_id();
-  forged.signature = *other->Sign(CheckpointNote(10, forged.head_hash, forged.unix_seconds));
-  absl::StatusOr<std::unique_ptr<CheckpointFile>> file =
-      CheckpointFile::Open(options_.dir + "/checkpoints.log", false);
-  ASSERT_THAT(file, IsOk());
-  ASSERT_THAT((*file)->Append(forged), IsOk());
+  AppendCheckpointLine(ForeignCheckpoint(log_->signing_key_id()));
   ExpectBroken(10, v1::VERIFY_FAILURE_CHECKPOINT_SIGNATURE);
 }
 
@@ -444,10 +442,7 @@ TEST_F(AuditLogTest, ForkedAndShrinkingCheckpointsAreRejected) {
   absl::StatusOr<SignedCheckpoint> fork =
       signer->Sign(6, crypto::Sha256("another history"), clock_.Now());
   ASSERT_THAT(fork, IsOk());
-  absl::StatusOr<std::unique_ptr<CheckpointFile>> file =
-      CheckpointFile::Open(options_.dir + "/checkpoints.log", false);
-  ASSERT_THAT(file, IsOk());
-  ASSERT_THAT((*file)->Append(*fork), IsOk());
+  AppendCheckpointLine(*fork);
   v1::VerifyResponse response = VerifyAll();
   EXPECT_EQ(response.result(), v1::VERIFY_RESULT_BROKEN);
   EXPECT_EQ(response.first_bad_sequence(), 6u);
@@ -466,9 +461,7 @@ TEST_F(AuditLogTest, RollbackOfCheckpointsIsRejected) {
   const std::string hash5 = Blob(*db, 5, "hash");
   absl::StatusOr<SignedCheckpoint> older = signer->Sign(5, hash5, clock_.Now());
   ASSERT_THAT(older, IsOk());
-  absl::StatusOr<std::unique_ptr<CheckpointFile>> file =
-      CheckpointFile::Open(options_.dir + "/checkpoints.log", false);
-  ASSERT_THAT((*file)->Append(*older), IsOk());
+  AppendCheckpointLine(*older);
   ExpectBroken(5, v1::VERIFY_FAILURE_CHECKPOINT_ROLLBACK);
 }
 
