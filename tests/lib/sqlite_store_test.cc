@@ -23,17 +23,8 @@ using ::testing::AllOf;
 using ::testing::Eq;
 using ::testing::HasSubstr;
 using ::tidepool::testing::IsOk;
+using ::tidepool::testing::IsOkAndHolds;
 using ::tidepool::testing::StatusIs;
-
-// Matches an OK absl::StatusOr<T> whose value matches `matcher`. (The shared
-// status_matchers.h has no IsOkAndHolds yet.)
-MATCHER_P(IsOkAndHolds, matcher, "is OK and holds a matching value") {
-  if (!arg.ok()) {
-    *result_listener << "status is " << arg.status().ToString();
-    return false;
-  }
-  return ::testing::ExplainMatchResult(matcher, *arg, result_listener);
-}
 
 // Sets the process umask for the lifetime of the object (tests run single-threaded).
 class ScopedUmask {

@@ -1,0 +1,544 @@
+#include "services/auth/session_token.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "lib/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace tidepool::auth {
+
+namespace {
+
+using Json = nlohmann::json;
+
+// The latest time a token may carry: 9999-12-31T23:59:59Z.
+constexpr int64_t kMaxUnixSeconds = 253402300799;
+constexpr size_t kIdSuffixLength = 26;
+constexpr size_t kKeyIdLength = 16;
+// The base64url length of a 64-byte signature.
+constexpr size_t kEncodedSignatureLength = 86;
+
+// Short, generic failure reasons. None of them ever includes token bytes.
+constexpr absl::string_view kMalformed = "malformed session token";
+constexpr absl::string_view kTooLarge = "session token too large";
+constexpr absl::string_view kUnknownKey = "session token key unknown or retired";
+constexpr absl::string_view kBadSignature = "session token signature invalid";
+constexpr absl::string_view kBadClaims = "session token claims invalid";
+constexpr absl::string_view kExpired = "session token expired";
+constexpr absl::string_view kNotYetValid = "session token not yet valid";
+
+absl::Status Unauthenticated(absl::string_view reason) {
+  return absl::UnauthenticatedError(reason);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strict base64url (RFC 4648 §5) without padding.
+
+constexpr char kB64Alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+// Maps a character to its 6-bit value, or -1 for anything outside the base64url alphabet
+// (padding, '+', '/', whitespace, NUL, non-ASCII...).
+constexpr std::array<int8_t, 256> MakeB64DecodeTable() {
+  std::array<int8_t, 256> table{};
+  for (auto& v : table) {
+    v = -1;
+  }
+  for (int i = 0; i < 64; ++i) {
+    table[static_cast<unsigned char>(kB64Alphabet[i])] = static_cast<int8_t>(i);
+  }
+  return table;
+}
+constexpr std::array<int8_t, 256> kB64DecodeTable = MakeB64DecodeTable();
+
+std::string Base64UrlEncode(absl::string_view in) {
+  std::string out;
+  out.reserve((in.size() * 4 + 2) / 3);
+  size_t i = 0;
+  for (; i + 3 <= in.size(); i += 3) {
+    const uint32_t v = (static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << 16) |
+                       (static_cast<uint32_t>(static_cast<unsigned char>(in[i + 1])) << 8) |
+                       static_cast<uint32_t>(static_cast<unsigned char>(in[i + 2]));
+    out.push_back(kB64Alphabet[(v >> 18) & 63]);
+    out.push_back(kB64Alphabet[(v >> 12) & 63]);
+    out.push_back(kB64Alphabet[(v >> 6) & 63]);
+    out.push_back(kB64Alphabet[v & 63]);
+  }
+  const size_t rest = in.size() - i;
+  if (rest == 1) {
+    const uint32_t v = static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << 16;
+    out.push_back(kB64Alphabet[(v >> 18) & 63]);
+    out.push_back(kB64Alphabet[(v >> 12) & 63]);
+  } else if (rest == 2) {
+    const uint32_t v = (static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << 16) |
+                       (static_cast<uint32_t>(static_cast<unsigned char>(in[i + 1])) << 8);
+    out.push_back(kB64Alphabet[(v >> 18) & 63]);
+    out.push_back(kB64Alphabet[(v >> 12) & 63]);
+    out.push_back(kB64Alphabet[(v >> 6) & 63]);
+  }
+  return out;
+}
+
+// Decodes canonical unpadded base64url: only the 64 alphabet characters, a length that is
+// not 1 mod 4, and zero unused low bits in the last character, so that every byte string
+// has exactly one accepted encoding. Returns false otherwise.
+bool Base64UrlDecode(absl::string_view in, std::string* out) {
+  out->clear();
+  if (in.size() % 4 == 1) {
+    return false;
+  }
+  out->reserve(in.size() * 3 / 4);
+  uint32_t buffer = 0;
+  int bits = 0;
+  for (const char c : in) {
+    const int8_t v = kB64DecodeTable[static_cast<unsigned char>(c)];
+    if (v < 0) {
+      return false;
+    }
+    buffer = (buffer << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out->push_back(static_cast<char>((buffer >> bits) & 0xFF));
+    }
+  }
+  // 2 or 4 leftover bits must be zero, or another string would decode to the same bytes.
+  return (buffer & ((1u << bits) - 1)) == 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+
+// The one serialization we sign and accept: compact, members sorted by name (nlohmann's
+// default object map), UTF-8 passed through. Invalid UTF-8 is replaced rather than thrown
+// on, so the result then differs from any input that held it.
+std::string Canonical(const Json& doc) {
+  return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+// Parses `text` as a JSON object that is byte-for-byte in canonical form. Duplicate
+// members, whitespace, reordering, escapes that are not needed, a BOM, trailing bytes: all
+// change the canonical form, so all are refused. Returns a discarded value on failure.
+Json ParseCanonicalObject(absl::string_view text) {
+  Json doc = Json::parse(text.begin(), text.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object() || Canonical(doc) != text) {
+    return Json(Json::value_t::discarded);
+  }
+  return doc;
+}
+
+// Points `*out` at member `name` if it is a string.
+bool GetString(const Json& doc, const char* name, const std::string** out) {
+  const auto it = doc.find(name);
+  if (it == doc.end() || !it->is_string()) {
+    return false;
+  }
+  *out = &it->get_ref<const std::string&>();
+  return true;
+}
+
+// Reads member `name` if it is a non-negative integer no later than kMaxUnixSeconds.
+bool GetUnixSeconds(const Json& doc, const char* name, absl::Time* out) {
+  const auto it = doc.find(name);
+  if (it == doc.end() || !it->is_number_unsigned()) {
+    return false;
+  }
+  const uint64_t value = it->get<uint64_t>();
+  if (value > static_cast<uint64_t>(kMaxUnixSeconds)) {
+    return false;
+  }
+  *out = absl::FromUnixSeconds(static_cast<int64_t>(value));
+  return true;
+}
+
+bool IsBase32Suffix(absl::string_view s) {
+  if (s.size() != kIdSuffixLength) {
+    return false;
+  }
+  for (const char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '2' && c <= '7'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool IsValidRole(absl::string_view role) { return role == kRoleUser || role == kRoleAdmin; }
+
+bool InTokenRange(absl::Time t) {
+  return t >= absl::UnixEpoch() && t <= absl::FromUnixSeconds(kMaxUnixSeconds);
+}
+
+std::string HeaderJson(absl::string_view kid) {
+  Json header = Json::object();
+  header["alg"] = "EdDSA";
+  header["kid"] = std::string(kid);
+  header["typ"] = "JWT";
+  return Canonical(header);
+}
+
+// Extracts the kid from a decoded header that must be exactly
+// {"alg":"EdDSA","kid":"<16 hex>","typ":"JWT"}.
+bool ParseHeader(absl::string_view text, std::string* kid) {
+  const Json doc = ParseCanonicalObject(text);
+  if (doc.is_discarded() || doc.size() != 3) {
+    return false;
+  }
+  const std::string* alg = nullptr;
+  const std::string* typ = nullptr;
+  const std::string* key_id = nullptr;
+  if (!GetString(doc, "alg", &alg) || *alg != "EdDSA" || !GetString(doc, "typ", &typ) ||
+      *typ != "JWT" || !GetString(doc, "kid", &key_id) || !IsValidKeyId(*key_id)) {
+    return false;
+  }
+  *kid = *key_id;
+  return true;
+}
+
+// Parses and validates a decoded payload holding exactly the six claims with the right
+// types and formats. Time rules are checked separately (CheckTimes).
+bool ParsePayload(absl::string_view text, absl::string_view issuer, SessionClaims* claims) {
+  const Json doc = ParseCanonicalObject(text);
+  if (doc.is_discarded() || doc.size() != 6) {
+    return false;
+  }
+  const std::string* iss = nullptr;
+  const std::string* sub = nullptr;
+  const std::string* sid = nullptr;
+  const std::string* role = nullptr;
+  if (!GetString(doc, "iss", &iss) || *iss != issuer || !GetString(doc, "sub", &sub) ||
+      !IsValidUserId(*sub) || !GetString(doc, "sid", &sid) || !IsValidSessionId(*sid) ||
+      !GetString(doc, "role", &role) || !IsValidRole(*role) ||
+      !GetUnixSeconds(doc, "iat", &claims->issued_at) ||
+      !GetUnixSeconds(doc, "exp", &claims->expires_at) ||
+      claims->expires_at <= claims->issued_at) {
+    return false;
+  }
+  claims->user_id = *sub;
+  claims->session_id = *sid;
+  claims->role = *role;
+  return true;
+}
+
+// The checks that depend on the clock and the key's window; run on every Verify, cached or
+// not.
+absl::Status CheckTimes(const SessionClaims& claims, const VerificationKey& key, absl::Time now,
+                        absl::Duration skew) {
+  if (now >= key.not_after) {
+    return Unauthenticated(kUnknownKey);
+  }
+  if (claims.expires_at <= now - skew) {
+    return Unauthenticated(kExpired);
+  }
+  if (claims.issued_at > now + skew) {
+    return Unauthenticated(kNotYetValid);
+  }
+  if (claims.issued_at < key.not_before - skew) {
+    return Unauthenticated(kBadClaims);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Identifiers
+
+bool IsValidUserId(absl::string_view user_id) {
+  return user_id.size() == 2 + kIdSuffixLength && user_id.substr(0, 2) == "u_" &&
+         IsBase32Suffix(user_id.substr(2));
+}
+
+bool IsValidSessionId(absl::string_view session_id) {
+  return session_id.size() == 2 + kIdSuffixLength && session_id.substr(0, 2) == "s_" &&
+         IsBase32Suffix(session_id.substr(2));
+}
+
+bool IsValidKeyId(absl::string_view key_id) {
+  if (key_id.size() != kKeyIdLength) {
+    return false;
+  }
+  for (const char c : key_id) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string KeyIdForPublicKey(absl::string_view raw_public_key) {
+  return crypto::HexEncode(crypto::Sha256(raw_public_key)).substr(0, kKeyIdLength);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing
+
+absl::StatusOr<std::string> SignSessionToken(const SessionClaims& claims, const SigningKey& key) {
+  if (key.private_key == nullptr) {
+    return absl::FailedPreconditionError("signing key has no private key");
+  }
+  if (!IsValidKeyId(key.key_id) ||
+      key.key_id != KeyIdForPublicKey(key.private_key->PublicKey())) {
+    return absl::InvalidArgumentError("signing key id does not match its key");
+  }
+  if (!claims.key_id.empty() && claims.key_id != key.key_id) {
+    return absl::InvalidArgumentError("claims name a different key id than the signing key");
+  }
+  if (!IsValidUserId(claims.user_id)) {
+    return absl::InvalidArgumentError("malformed user id");
+  }
+  if (!IsValidSessionId(claims.session_id)) {
+    return absl::InvalidArgumentError("malformed session id");
+  }
+  if (!IsValidRole(claims.role)) {
+    return absl::InvalidArgumentError("role must be \"user\" or \"admin\"");
+  }
+  if (!InTokenRange(claims.issued_at) || !InTokenRange(claims.expires_at)) {
+    return absl::InvalidArgumentError("token times must lie between 1970 and 9999");
+  }
+  const int64_t iat = absl::ToUnixSeconds(claims.issued_at);
+  const int64_t exp = absl::ToUnixSeconds(claims.expires_at);
+  if (exp <= iat) {
+    return absl::InvalidArgumentError("expiry must be after issue time");
+  }
+
+  Json payload = Json::object();
+  payload["iss"] = std::string(kSessionTokenIssuer);
+  payload["sub"] = claims.user_id;
+  payload["sid"] = claims.session_id;
+  payload["role"] = claims.role;
+  payload["iat"] = static_cast<uint64_t>(iat);
+  payload["exp"] = static_cast<uint64_t>(exp);
+
+  std::string token =
+      absl::StrCat(Base64UrlEncode(HeaderJson(key.key_id)), ".", Base64UrlEncode(Canonical(payload)));
+  TP_ASSIGN_OR_RETURN(const std::string signature, key.private_key->Sign(token));
+  absl::StrAppend(&token, ".", Base64UrlEncode(signature));
+  return token;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The verified-token cache
+
+using Digest = std::array<char, crypto::kSha256Size>;
+
+// SHA-256 output is uniformly distributed, so its first 8 bytes are a fine hash.
+struct DigestHash {
+  size_t operator()(const Digest& d) const {
+    size_t h = 0;
+    std::memcpy(&h, d.data(), sizeof(h));
+    return h;
+  }
+};
+
+// Remembers tokens that passed full verification, keyed by the SHA-256 of the token. Holds
+// only what the clock-dependent re-check needs: the claims and the public key that verified
+// them. Sharded by digest; each shard evicts its oldest entry when full. Thread-safe.
+class VerifiedTokenCache {
+ public:
+  explicit VerifiedTokenCache(size_t capacity)
+      : shard_count_(capacity < kMaxShards ? 1 : kMaxShards),
+        shards_(std::make_unique<Shard[]>(shard_count_)) {
+    for (size_t i = 0; i < shard_count_; ++i) {
+      // Spread `capacity` exactly: the first (capacity % shards) shards take one more.
+      shards_[i].capacity = capacity / shard_count_ + (i < capacity % shard_count_ ? 1 : 0);
+    }
+  }
+
+  static Digest DigestOf(absl::string_view token) {
+    const std::string sha = crypto::Sha256(token);
+    Digest digest;
+    std::memcpy(digest.data(), sha.data(), digest.size());
+    return digest;
+  }
+
+  // Copies the entry for `digest` out, if present.
+  bool Lookup(const Digest& digest, SessionClaims* claims, std::string* public_key) {
+    Shard& shard = ShardFor(digest);
+    {
+      absl::ReaderMutexLock lock(&shard.mu);
+      const auto it = shard.entries.find(digest);
+      if (it != shard.entries.end()) {
+        *claims = it->second.claims;
+        *public_key = it->second.public_key;
+        shard.hits.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
+    }
+    shard.misses.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+
+  void Insert(const Digest& digest, const SessionClaims& claims, const std::string& public_key) {
+    Shard& shard = ShardFor(digest);
+    absl::MutexLock lock(&shard.mu);
+    if (shard.capacity == 0 || shard.entries.count(digest) != 0) {
+      return;  // Another thread verified the same token concurrently.
+    }
+    // Invariant: `order` holds exactly the keys of `entries`, oldest first.
+    while (shard.entries.size() >= shard.capacity) {
+      shard.entries.erase(shard.order.front());
+      shard.order.pop_front();
+    }
+    shard.entries.emplace(digest, Entry{claims, public_key});
+    shard.order.push_back(digest);
+  }
+
+  SessionTokenVerifier::CacheStats Stats() const {
+    SessionTokenVerifier::CacheStats stats;
+    for (size_t i = 0; i < shard_count_; ++i) {
+      Shard& shard = shards_[i];
+      stats.hits += shard.hits.load(std::memory_order_relaxed);
+      stats.misses += shard.misses.load(std::memory_order_relaxed);
+      absl::ReaderMutexLock lock(&shard.mu);
+      stats.size += shard.entries.size();
+    }
+    return stats;
+  }
+
+ private:
+  static constexpr size_t kMaxShards = 16;
+
+  struct Entry {
+    SessionClaims claims;
+    std::string public_key;
+  };
+  struct Shard {
+    absl::Mutex mu;
+    size_t capacity = 0;  // Set once at construction.
+    std::unordered_map<Digest, Entry, DigestHash> entries ABSL_GUARDED_BY(mu);
+    std::deque<Digest> order ABSL_GUARDED_BY(mu);
+    std::atomic<uint64_t> hits{0};
+    std::atomic<uint64_t> misses{0};
+  };
+
+  Shard& ShardFor(const Digest& digest) const {
+    // Byte 8 is independent of the bytes DigestHash uses for bucket selection.
+    return shards_[static_cast<unsigned char>(digest[8]) % shard_count_];
+  }
+
+  const size_t shard_count_;
+  const std::unique_ptr<Shard[]> shards_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Verification
+
+SessionTokenVerifier::SessionTokenVerifier(PublicKeySource& keys, Clock& clock,
+                                           SessionTokenVerifierOptions options)
+    : keys_(keys), clock_(clock), options_(std::move(options)) {
+  if (options_.cache_capacity > 0) {
+    cache_ = std::make_unique<VerifiedTokenCache>(options_.cache_capacity);
+  }
+}
+
+SessionTokenVerifier::~SessionTokenVerifier() = default;
+
+absl::StatusOr<SessionClaims> SessionTokenVerifier::Verify(absl::string_view token) {
+  if (token.size() > options_.max_token_bytes) {
+    return Unauthenticated(kTooLarge);
+  }
+  if (token.empty()) {
+    return Unauthenticated(kMalformed);
+  }
+  const absl::Time now = clock_.Now();
+  const absl::Duration skew = std::max(options_.allowed_skew, absl::ZeroDuration());
+  if (cache_ == nullptr) {
+    std::string public_key;
+    return VerifyUncached(token, now, &public_key);
+  }
+
+  const Digest digest = VerifiedTokenCache::DigestOf(token);
+  SessionClaims claims;
+  std::string public_key;
+  if (cache_->Lookup(digest, &claims, &public_key)) {
+    // A hit proves the bytes were verified before; the key must still be in its window and
+    // still be the same key, and the clock-dependent rules must still hold.
+    const std::optional<VerificationKey> key = keys_.Find(claims.key_id, now);
+    if (!key.has_value() || !crypto::ConstantTimeEquals(key->public_key, public_key)) {
+      return Unauthenticated(kUnknownKey);
+    }
+    TP_RETURN_IF_ERROR(CheckTimes(claims, *key, now, skew));
+    return claims;
+  }
+  absl::StatusOr<SessionClaims> verified = VerifyUncached(token, now, &public_key);
+  if (verified.ok()) {
+    cache_->Insert(digest, *verified, public_key);
+  }
+  return verified;
+}
+
+absl::StatusOr<SessionClaims> SessionTokenVerifier::VerifyUncached(absl::string_view token,
+                                                                   absl::Time now,
+                                                                   std::string* public_key) {
+  // Exactly three non-empty parts.
+  const size_t first_dot = token.find('.');
+  if (first_dot == absl::string_view::npos) {
+    return Unauthenticated(kMalformed);
+  }
+  const size_t second_dot = token.find('.', first_dot + 1);
+  if (second_dot == absl::string_view::npos ||
+      token.find('.', second_dot + 1) != absl::string_view::npos) {
+    return Unauthenticated(kMalformed);
+  }
+  const absl::string_view header_b64 = token.substr(0, first_dot);
+  const absl::string_view payload_b64 = token.substr(first_dot + 1, second_dot - first_dot - 1);
+  const absl::string_view signature_b64 = token.substr(second_dot + 1);
+  const absl::string_view signing_input = token.substr(0, second_dot);
+  if (header_b64.empty() || payload_b64.empty() ||
+      signature_b64.size() != kEncodedSignatureLength) {
+    return Unauthenticated(kMalformed);
+  }
+
+  std::string header;
+  std::string payload;
+  std::string signature;
+  if (!Base64UrlDecode(header_b64, &header) || !Base64UrlDecode(payload_b64, &payload) ||
+      !Base64UrlDecode(signature_b64, &signature) ||
+      signature.size() != crypto::kEd25519SignatureSize) {
+    return Unauthenticated(kMalformed);
+  }
+
+  SessionClaims claims;
+  const absl::Duration skew = std::max(options_.allowed_skew, absl::ZeroDuration());
+  // nlohmann may still throw std::bad_alloc; nothing else in these calls throws.
+  try {
+    if (!ParseHeader(header, &claims.key_id)) {
+      return Unauthenticated(kMalformed);
+    }
+    // The algorithm is fixed (Ed25519) by the key: the header merely names it.
+    const std::optional<VerificationKey> key = keys_.Find(claims.key_id, now);
+    if (!key.has_value()) {
+      return Unauthenticated(kUnknownKey);
+    }
+    if (!crypto::Ed25519Verify(key->public_key, signing_input, signature).ok()) {
+      return Unauthenticated(kBadSignature);
+    }
+    if (!ParsePayload(payload, options_.issuer, &claims)) {
+      return Unauthenticated(kBadClaims);
+    }
+    TP_RETURN_IF_ERROR(CheckTimes(claims, *key, now, skew));
+    *public_key = key->public_key;
+  } catch (const std::exception&) {
+    return Unauthenticated(kMalformed);
+  }
+  return claims;
+}
+
+SessionTokenVerifier::CacheStats SessionTokenVerifier::GetCacheStats() const {
+  if (cache_ == nullptr) {
+    return CacheStats{};
+  }
+  return cache_->Stats();
+}
+
+}  // namespace tidepool::auth
