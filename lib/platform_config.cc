@@ -41,6 +41,23 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
   schema.Enum("log.level", &config.log_level, {"debug", "info", "warning", "error"});
   schema.Bool("tls.auto_generate", &config.tls_auto_generate);
   schema.String("tls.dir", &config.tls_dir, CheckPath);
+  schema.String("platform.public_url", &config.public_url, [](const std::string& v) {
+    return (v.rfind("http://", 0) == 0 || v.rfind("https://", 0) == 0) && v.back() != '/' &&
+                   v.find_first_of(" \t\n#?") == std::string::npos
+               ? ""
+               : "must be an http(s) URL without a trailing slash, query or fragment";
+  });
+  schema.String("auth.admin_email", &config.auth.admin_email, [](const std::string& v) {
+    const size_t at = v.find('@');
+    return at != std::string::npos && at > 0 && v.find('.', at) != std::string::npos &&
+                   v.find_first_of(" \t\n") == std::string::npos
+               ? ""
+               : "must be an e-mail address";
+  });
+  schema.Duration("auth.session_token_lifetime", &config.auth.session_token_lifetime,
+                  absl::Minutes(1), absl::Hours(1));
+  schema.Duration("auth.session_lifetime", &config.auth.session_lifetime, absl::Hours(1),
+                  absl::Hours(168));
   schema.Duration("audit.checkpoint_interval", &config.audit.checkpoint_interval, absl::Seconds(1),
                   absl::Seconds(60));
   schema.Int("audit.checkpoint_every_records", &config.audit.checkpoint_every_records, 1, 1000);

@@ -36,6 +36,16 @@ struct AuditConfig {
   bool checkpoint_append_only = true;
 };
 
+// The auth service's settings (section `auth`).
+struct AuthConfig {
+  // The first administrator, created on first start with a one-time setup link.
+  std::string admin_email = "admin@tidepool.local";
+  // How long a session token (verified locally by proxies) lives.
+  absl::Duration session_token_lifetime = absl::Minutes(15);
+  // How long a session lasts before signing in again.
+  absl::Duration session_lifetime = absl::Hours(168);
+};
+
 // The whole of tidepool.yaml as this build understands it. Every field's initializer is its
 // default; LoadPlatformConfig() validates overrides. Later issues add per-service sections.
 struct PlatformConfig {
@@ -58,6 +68,10 @@ struct PlatformConfig {
   absl::Duration shutdown_grace = absl::Seconds(3);
 
   AuditConfig audit;
+  AuthConfig auth;
+
+  // Where people reach the platform in a browser (links printed or mailed point here).
+  std::string public_url = "http://127.0.0.1:8080";
 
   // Per service, keyed by ServiceNames().
   std::map<std::string, ServiceEndpointConfig> services;

@@ -166,8 +166,7 @@ bool IsValidDomain(absl::string_view domain) {
 // An e-mail address as an identity provider reports it: printable UTF-8 without spaces, a
 // non-empty local part, and a valid domain after the last '@'.
 bool IsValidEmail(absl::string_view email) {
-  if (email.size() > kMaxEmailBytes || !IsPrintableUtf8(email) ||
-      absl::StrContains(email, ' ')) {
+  if (email.size() > kMaxEmailBytes || !IsPrintableUtf8(email) || absl::StrContains(email, ' ')) {
     return false;
   }
   const size_t at = email.rfind('@');
@@ -220,8 +219,8 @@ InviteRecord RowToRecord(const Statement& row, absl::Time now) {
 // Page tokens: "<filter>:<create_us>:<invite_id>" of the last invite returned, where filter
 // is "a" (all) or "l" (live only). Opaque to clients; checked strictly when parsed.
 std::string MakePageToken(bool include_inactive, const InviteRecord& last) {
-  return absl::StrCat(include_inactive ? "a" : "l", ":", absl::ToUnixMicros(last.create_time),
-                      ":", last.invite_id);
+  return absl::StrCat(include_inactive ? "a" : "l", ":", absl::ToUnixMicros(last.create_time), ":",
+                      last.invite_id);
 }
 
 struct PagePosition {
@@ -305,7 +304,7 @@ void GuessThrottle::SweepLocked(absl::Time now) {
 }
 
 absl::StatusOr<GuessThrottle::Attempt> GuessThrottle::Admit(absl::string_view source_address,
-                                                           absl::string_view target) {
+                                                            absl::string_view target) {
   Attempt attempt;
   attempt.address_key = ThrottleKey("a:", source_address);
   if (!target.empty()) {
@@ -655,9 +654,9 @@ absl::StatusOr<InviteRecord> InviteStore::Revoke(absl::string_view invite_id) {
   TP_ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
   InviteRecord record;
   {
-    TP_ASSIGN_OR_RETURN(Statement select, db_->Prepare(absl::StrCat(
-                                              "SELECT ", kColumns,
-                                              " FROM invites WHERE invite_id = ?")));
+    TP_ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare(absl::StrCat("SELECT ", kColumns, " FROM invites WHERE invite_id = ?")));
     TP_RETURN_IF_ERROR(select.Bind(1, invite_id));
     TP_ASSIGN_OR_RETURN(bool found, select.Step());
     if (!found) {

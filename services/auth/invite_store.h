@@ -96,9 +96,9 @@ struct InvitePage {
 // client (every failure except kThrottled and kStoreError looks the same to the client).
 enum class RedeemOutcome {
   kRedeemed,
-  kThrottled,       // RESOURCE_EXHAUSTED; the code was not looked at
-  kMalformedCode,   // not "tpi_" + 32 base32 characters
-  kUnknownCode,     // no invite has this code
+  kThrottled,      // RESOURCE_EXHAUSTED; the code was not looked at
+  kMalformedCode,  // not "tpi_" + 32 base32 characters
+  kUnknownCode,    // no invite has this code
   kRevoked,
   kExpired,
   kUsedUp,          // use_count reached max_uses (including losing a race for the last use)
@@ -162,8 +162,8 @@ class GuessThrottle {
   // maximum number of failures within the window; nothing is reserved then.
   absl::StatusOr<Attempt> Admit(absl::string_view source_address, absl::string_view target);
 
-  // Releases the slots `attempt` reserved (the attempt was not a failed guess). Releasing an
-  // attempt twice, or after its window passed, has no further effect.
+  // Releases the slots `attempt` reserved (the attempt was not a failed guess). Call it at
+  // most once per attempt; after the attempt's window has passed it has no effect.
   void Forgive(const Attempt& attempt);
 
   // The number of per-address and per-target windows currently held (for tests and metrics).
@@ -173,8 +173,7 @@ class GuessThrottle {
   void PruneLocked(std::deque<absl::Time>& times, absl::Time cutoff)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SweepLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RemoveOneLocked(const std::string& key, absl::Time time)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveOneLocked(const std::string& key, absl::Time time) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Clock& clock_;
   const GuessThrottleOptions options_;

@@ -197,8 +197,8 @@ absl::Status CheckParameters(int log2_n, uint64_t r, uint64_t p, size_t salt_byt
                                                    "..", kScryptMaxSaltBytes, " bytes"));
   }
   if (key_bytes < kScryptMinKeyBytes || key_bytes > kScryptMaxKeyBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("scrypt key must be ", kScryptMinKeyBytes,
-                                                   "..", kScryptMaxKeyBytes, " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat("scrypt key must be ", kScryptMinKeyBytes, "..",
+                                                   kScryptMaxKeyBytes, " bytes"));
   }
   return absl::OkStatus();
 }
@@ -277,6 +277,9 @@ absl::Status CheckPasswordPolicy(absl::string_view password) {
   if (!DecodeUtf8(password, &code_points)) {
     return absl::InvalidArgumentError("password must be valid UTF-8");
   }
+  if (absl::StrContains(password, '\0')) {
+    return absl::InvalidArgumentError("password must not contain NUL characters");
+  }
   if (code_points.size() < kMinPasswordCodePoints) {
     return absl::InvalidArgumentError(
         absl::StrCat("password must be at least ", kMinPasswordCodePoints, " characters"));
@@ -304,25 +307,33 @@ absl::StatusOr<std::string> PasswordHasher::Hash(absl::string_view password) con
     return absl::InvalidArgumentError(
         absl::StrCat("password must be at most ", kMaxPasswordBytes, " bytes"));
   }
+  if (absl::StrContains(password, '\0')) {
+    return absl::InvalidArgumentError("password must not contain NUL characters");
+  }
   if (absl::Status valid = ValidateOptions(options_); !valid.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("password hasher misconfigured: ", valid.message()));
   }
   TP_ASSIGN_OR_RETURN(std::string salt, crypto::RandomBytes(options_.salt_bytes));
-  TP_ASSIGN_OR_RETURN(std::string key,
-                      RunScrypt(password, salt, uint64_t{1} << options_.log2_n, options_.r,
-                                options_.p, options_.key_bytes));
+  TP_ASSIGN_OR_RETURN(std::string key, RunScrypt(password, salt, uint64_t{1} << options_.log2_n,
+                                                 options_.r, options_.p, options_.key_bytes));
   return absl::StrCat("$", kAlgorithm, "$ln=", options_.log2_n, ",r=", options_.r,
-                      ",p=", options_.p, "$", Base64EncodeNoPad(salt), "$",
-                      Base64EncodeNoPad(key));
+                      ",p=", options_.p, "$", Base64EncodeNoPad(salt), "$", Base64EncodeNoPad(key));
 }
 
 bool PasswordHasher::Verify(absl::string_view password, absl::string_view encoded) const {
-  if (password.size() > kMaxPasswordBytes) {
+  // NUL never appears in an accepted password, and HMAC (inside scrypt) pads short keys with
+  // zero bytes, which would make "pw" and "pw\0" equivalent.
+  if (password.size() > kMaxPasswordBytes || absl::StrContains(password, '\0')) {
     return false;
   }
   ParsedHash parsed;
   if (!ParseEncoded(encoded, &parsed)) {
+    return false;
+  }
+  // scrypt's output is a prefix-stable stream (PBKDF2), so a truncated key would otherwise
+  // still verify: refuse keys shorter than the configured length.
+  if (parsed.key.size() < options_.key_bytes) {
     return false;
   }
   absl::StatusOr<std::string> key = RunScrypt(password, parsed.salt, uint64_t{1} << parsed.log2_n,
@@ -341,7 +352,8 @@ bool PasswordHasher::NeedsRehash(absl::string_view encoded) const {
 
 void PasswordHasher::VerifyDummy(absl::string_view password) const {
   // Mirrors Verify: over-long passwords are refused there before any work, so here too.
-  if (password.size() > kMaxPasswordBytes || !ValidateOptions(options_).ok()) {
+  if (password.size() > kMaxPasswordBytes || absl::StrContains(password, '\0') ||
+      !ValidateOptions(options_).ok()) {
     return;
   }
   const std::string salt(options_.salt_bytes, '\x5a');

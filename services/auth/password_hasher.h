@@ -34,8 +34,8 @@ inline constexpr size_t kScryptMaxKeyBytes = 64;
 inline constexpr size_t kMinPasswordCodePoints = 12;
 inline constexpr size_t kMaxPasswordBytes = 1024;
 
-// Checks a new password against the policy: valid UTF-8, at least 12 characters (Unicode
-// code points), at most 1024 bytes, and not one character repeated.
+// Checks a new password against the policy: valid UTF-8 without NUL, at least 12 characters
+// (Unicode code points), at most 1024 bytes, and not one character repeated.
 // Errors: INVALID_ARGUMENT with a message naming the rule that failed; the message never
 // contains the password. Thread-safe.
 absl::Status CheckPasswordPolicy(absl::string_view password);
@@ -69,20 +69,23 @@ class PasswordHasher {
 
   // Hashes `password` under a fresh random salt with the current options and returns the
   // encoded string. Does not apply the password policy (see CheckPasswordPolicy).
-  // Errors: INVALID_ARGUMENT if the password exceeds kMaxPasswordBytes; FAILED_PRECONDITION
+  // Errors: INVALID_ARGUMENT if the password exceeds kMaxPasswordBytes or contains NUL
+  // (scrypt's HMAC would treat "pw" and "pw\0" alike); FAILED_PRECONDITION
   // if the options are out of range (see ValidateOptions); INTERNAL if the random generator
   // or OpenSSL fails.
   absl::StatusOr<std::string> Hash(absl::string_view password) const;
 
-  // Returns true if and only if `encoded` is a well-formed hash within the limits above and
-  // `password` hashes to it under its salt and parameters. Malformed, truncated or
-  // out-of-range encodings, and passwords over kMaxPasswordBytes, return false without
-  // running scrypt. The final comparison is constant-time.
+  // Returns true if and only if `encoded` is a well-formed hash within the limits above, with
+  // a key at least options().key_bytes long, and `password` hashes to it under its salt and
+  // parameters. Malformed, truncated or out-of-range encodings, and passwords over
+  // kMaxPasswordBytes or containing NUL, return false without running scrypt. The final
+  // comparison is constant-time.
   bool Verify(absl::string_view password, absl::string_view encoded) const;
 
   // Returns true if `encoded` should be replaced by a fresh Hash after the next successful
-  // Verify: any of its parameters (N, r, p, salt or key length) is below the current options,
-  // or it is malformed.
+  // Verify: any of its parameters (N, r, p or salt length) is below the current options, or
+  // it is malformed. (A key shorter than options().key_bytes never verifies at all, since
+  // it is indistinguishable from a truncated one; this returns true for it too.)
   bool NeedsRehash(absl::string_view encoded) const;
 
   // Runs scrypt with the current options on `password` and discards the result. Call it

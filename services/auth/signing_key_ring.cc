@@ -156,9 +156,8 @@ absl::StatusOr<KeyRotation> SigningKeyRing::Rotate(absl::string_view reason) {
   TP_ASSIGN_OR_RETURN(GeneratedKey generated, GenerateKey());
   {
     TP_ASSIGN_OR_RETURN(Transaction txn, db_.Begin());
-    TP_ASSIGN_OR_RETURN(Statement retire,
-                        db_.Prepare("UPDATE signing_keys SET retired_us = ? "
-                                    "WHERE key_id = ? AND retired_us IS NULL"));
+    TP_ASSIGN_OR_RETURN(Statement retire, db_.Prepare("UPDATE signing_keys SET retired_us = ? "
+                                                      "WHERE key_id = ? AND retired_us IS NULL"));
     TP_RETURN_IF_ERROR(retire.Bind(1, absl::ToUnixMicros(now)));
     TP_RETURN_IF_ERROR(retire.Bind(2, absl::string_view(keys_.front().key_id)));
     TP_RETURN_IF_ERROR(retire.Step().status());
