@@ -6,6 +6,7 @@
 
 #include "cmd/tidepoolctl/audit_command.h"
 #include "cmd/tidepoolctl/status_command.h"
+#include "cmd/tidepoolctl/users_command.h"
 #include "lib/cli_flags.h"
 #include "lib/grpc_logging.h"
 
@@ -17,6 +18,8 @@ constexpr char kUsage[] =
     "commands:\n"
     "  status [--json] [--timeout 2s]   health of every platform service\n"
     "  audit query|export|verify|checkpoint   the audit trail (tidepoolctl audit help)\n"
+    "  users list|suspend|reinstate|set-role  people (tidepoolctl users help)\n"
+    "  invites create|list|revoke             invite codes (tidepoolctl invites help)\n"
     "  version                          print the version\n"
     "\n"
     "flags (all commands):\n";
@@ -37,6 +40,12 @@ int main(int argc, char** argv) {
   }
   if (args[0] == "audit") {
     return tidepool::ctl::AuditCommand(rest, std::cout, std::cerr);
+  }
+  if (args[0] == "users") {
+    return tidepool::ctl::UsersCommand(rest, std::cout, std::cerr);
+  }
+  if (args[0] == "invites") {
+    return tidepool::ctl::InvitesCommand(rest, std::cout, std::cerr);
   }
   if (args[0] == "status") {
     return tidepool::ctl::StatusCommand(rest, std::cout, std::cerr);

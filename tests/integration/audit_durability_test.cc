@@ -77,8 +77,8 @@ class AuditServer {
 
   // Every stored event id -> how often it is stored, in sequence order.
   std::vector<std::string> ExportIds() {
-    auto stub = audit::v1::AuditService::NewStub(
-        DialPlatformService(Identity("tidepoolctl"), target_));
+    auto stub =
+        audit::v1::AuditService::NewStub(DialPlatformService(Identity("tidepoolctl"), target_));
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
     auto reader = stub->Export(&context, audit::v1::ExportRequest{});
@@ -100,8 +100,8 @@ class AuditServer {
   }
 
   audit::v1::VerifyResponse Verify() {
-    auto stub = audit::v1::AuditService::NewStub(
-        DialPlatformService(Identity("tidepoolctl"), target_));
+    auto stub =
+        audit::v1::AuditService::NewStub(DialPlatformService(Identity("tidepoolctl"), target_));
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
     audit::v1::VerifyRequest request;
@@ -290,11 +290,12 @@ TEST(AuditCliTest, VerifyReportsATamperedStoreAndQueryShowsTheTrail) {
 
   // Stop audit, edit a record straight in the SQLite file, start again: verify names it.
   server.Kill(SIGTERM);
-  absl::StatusOr<tidepool::testing::CommandResult> edit = tidepool::testing::RunCommand(
-      {"/usr/bin/sqlite3", server.data_dir() + "/audit/records.db",
-       "DROP TRIGGER records_no_update; UPDATE records SET record = "
-       "CAST(replace(CAST(record AS TEXT), 'auth.sign_in', 'auth.sign_up') AS BLOB) WHERE seq = 12;"},
-      server.dir());
+  absl::StatusOr<tidepool::testing::CommandResult> edit =
+      tidepool::testing::RunCommand({"/usr/bin/sqlite3", server.data_dir() + "/audit/records.db",
+                                     "DROP TRIGGER records_no_update; UPDATE records SET record = "
+                                     "CAST(replace(CAST(record AS TEXT), 'auth.sign_in', "
+                                     "'auth.sign_up') AS BLOB) WHERE seq = 12;"},
+                                    server.dir());
   ASSERT_THAT(edit, IsOk());
   ASSERT_EQ(edit->exit_code, 0) << edit->err;
   server.Start(port);

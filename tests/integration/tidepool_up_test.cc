@@ -245,6 +245,48 @@ TEST_F(TidepoolUpTest, PrintsWhereEverythingIs) {
   EXPECT_GE(parsed, 6);
 }
 
+TEST_F(TidepoolUpTest, FirstStartPrintsTheSetupLinkOnStandardOutputOnly) {
+  const std::string out = platform_->processes().front()->Stdout();
+  EXPECT_THAT(out, ::testing::ContainsRegex("http://127.0.0.1:8080/setup#tps_[a-z2-7]{52}"));
+  // Never in the structured log.
+  EXPECT_THAT(platform_->processes().front()->Stderr(), ::testing::Not(HasSubstr("tps_")));
+}
+
+TEST_F(TidepoolUpTest, TidepoolctlManagesUsersAndInvites) {
+  auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), BinaryPath("tidepoolctl"));
+    args.push_back("--data-dir");
+    args.push_back(platform_->data_dir());
+    absl::StatusOr<tidepool::testing::CommandResult> result =
+        tidepool::testing::RunCommand(args, platform_->log_dir());
+    EXPECT_THAT(result, IsOk());
+    return result.ok() ? *result : tidepool::testing::CommandResult{};
+  };
+  tidepool::testing::CommandResult users = ctl({"users", "list"});
+  ASSERT_EQ(users.exit_code, 0) << users.err;
+  EXPECT_THAT(users.out,
+              ::testing::ContainsRegex("u_[a-z2-7]{26} +admin@tidepool.local +admin +active"));
+  tidepool::testing::CommandResult invite =
+      ctl({"invites", "create", "--max-uses", "2", "--domain", "example.org"});
+  ASSERT_EQ(invite.exit_code, 0) << invite.err;
+  EXPECT_THAT(invite.out, ::testing::ContainsRegex("code \\(shown once\\): tpi_[a-z2-7]{32}"));
+  tidepool::testing::CommandResult invites = ctl({"invites", "list"});
+  ASSERT_EQ(invites.exit_code, 0) << invites.err;
+  EXPECT_THAT(invites.out, HasSubstr("ACTIVE     0/2"));
+  EXPECT_THAT(invites.out, ::testing::Not(HasSubstr("tpi_")));
+  // The only administrator cannot be suspended.
+  const std::string admin_id = users.out.substr(users.out.find("u_"), 28);
+  tidepool::testing::CommandResult suspend = ctl({"users", "suspend", "--user", admin_id});
+  EXPECT_EQ(suspend.exit_code, 1);
+  EXPECT_THAT(suspend.err, HasSubstr("last active administrator"));
+  EXPECT_EQ(ctl({"users", "set-role", "--user", admin_id, "--role", "owner"}).exit_code, 2);
+  // Each of these is in the audit trail.
+  tidepool::testing::CommandResult audit = ctl({"audit", "query", "--action", "admin"});
+  ASSERT_EQ(audit.exit_code, 0) << audit.err;
+  EXPECT_THAT(audit.out, HasSubstr("admin.invite_created"));
+  EXPECT_THAT(audit.out, HasSubstr("admin.first_admin_created"));
+}
+
 TEST(StandaloneBinariesTest, EachServiceRunsAsItsOwnProcess) {
   std::vector<std::vector<std::string>> commands;
   for (const std::string& service : ServiceNames()) {
