@@ -10,6 +10,7 @@
 #include "lib/grpc_status.h"
 #include "lib/log.h"
 #include "lib/status_macros.h"
+#include "lib/text.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -39,25 +40,6 @@ const std::vector<Migration>& SpoolMigrations() {
 }
 
 // RFC 4648 base32, lower case, without padding: 16 bytes -> 26 characters.
-std::string Base32Lower(absl::string_view bytes) {
-  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
-  std::string out;
-  out.reserve((bytes.size() * 8 + 4) / 5);
-  uint32_t buffer = 0;
-  int bits = 0;
-  for (unsigned char byte : bytes) {
-    buffer = (buffer << 8) | byte;
-    bits += 8;
-    while (bits >= 5) {
-      out.push_back(kAlphabet[(buffer >> (bits - 5)) & 0x1f]);
-      bits -= 5;
-    }
-  }
-  if (bits > 0) {
-    out.push_back(kAlphabet[(buffer << (5 - bits)) & 0x1f]);
-  }
-  return out;
-}
 
 void SetTimestamp(absl::Time time, google::protobuf::Timestamp* timestamp) {
   const int64_t seconds = absl::ToUnixSeconds(time);  // rounds down, also before 1970

@@ -54,9 +54,9 @@ absl::Status CheckOwnerOnly(const std::string& path) {
     return absl::NotFoundError(absl::StrCat(path, " is missing"));
   }
   if ((st.st_mode & 077) != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, " is readable by other users (mode ",
-                     absl::StrFormat("%03o", st.st_mode & 0777), "); run chmod 600 on it"));
+    return absl::FailedPreconditionError(absl::StrCat(path, " is readable by other users (mode ",
+                                                      absl::StrFormat("%03o", st.st_mode & 0777),
+                                                      "); run chmod 600 on it"));
   }
   return absl::OkStatus();
 }

@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "lib/text.h"
 
 namespace tidepool::audit {
 namespace {
@@ -56,50 +57,6 @@ bool IsAttributeKey(absl::string_view key) {
 }
 
 }  // namespace
-
-bool IsCleanUtf8(absl::string_view text) {
-  size_t i = 0;
-  while (i < text.size()) {
-    const auto c = static_cast<uint8_t>(text[i]);
-    uint32_t cp = 0;
-    size_t len = 0;
-    if (c < 0x80) {
-      cp = c;
-      len = 1;
-    } else if ((c & 0xE0) == 0xC0) {
-      cp = c & 0x1F;
-      len = 2;
-    } else if ((c & 0xF0) == 0xE0) {
-      cp = c & 0x0F;
-      len = 3;
-    } else if ((c & 0xF8) == 0xF0) {
-      cp = c & 0x07;
-      len = 4;
-    } else {
-      return false;
-    }
-    if (i + len > text.size()) {
-      return false;
-    }
-    for (size_t k = 1; k < len; ++k) {
-      const auto cont = static_cast<uint8_t>(text[i + k]);
-      if ((cont & 0xC0) != 0x80) {
-        return false;
-      }
-      cp = (cp << 6) | (cont & 0x3F);
-    }
-    const bool overlong =
-        (len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
-    if (overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
-    if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F)) {
-      return false;
-    }
-    i += len;
-  }
-  return true;
-}
 
 bool IsValidAction(absl::string_view action) {
   if (action.empty() || action.size() > kMaxActionBytes) {

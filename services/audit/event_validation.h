@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "lib/text.h"
 #include "tidepool/common/v1/audit_event.pb.h"
 
 namespace tidepool::audit {
@@ -13,9 +14,8 @@ namespace tidepool::audit {
 // content, which may be hostile). Thread-safe (pure).
 absl::Status ValidateEventForAppend(const common::v1::AuditEvent& event);
 
-// True if `text` is valid UTF-8 (no overlongs, surrogates or code points above U+10FFFF) and
-// holds no control character. Exposed for tests.
-bool IsCleanUtf8(absl::string_view text);
+// Valid UTF-8 without control characters: see lib/text.h.
+using ::tidepool::IsCleanUtf8;
 
 // True for a dotted lower-case action name such as "auth.sign_in".
 bool IsValidAction(absl::string_view action);

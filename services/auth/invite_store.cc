@@ -20,11 +20,11 @@
 #include "absl/time/time.h"
 #include "lib/crypto/crypto.h"
 #include "lib/status_macros.h"
+#include "lib/text.h"
 
 namespace tidepool::auth {
 namespace {
 
-constexpr char kBase32Alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
 constexpr size_t kCodeRandomBytes = 20;  // 160 bits -> 32 base32 characters
 constexpr size_t kIdRandomBytes = 16;    // 128 bits -> 26 base32 characters
 constexpr int kDefaultPageSize = 50;
@@ -63,32 +63,12 @@ constexpr absl::string_view kColumns =
 
 // Encodes `bytes` as unpadded lowercase RFC 4648 base32; a final partial group is padded
 // with zero bits.
-std::string Base32(absl::string_view bytes) {
-  std::string out;
-  out.reserve((bytes.size() * 8 + 4) / 5);
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : bytes) {
-    acc = (acc << 8) | static_cast<unsigned char>(c);
-    bits += 8;
-    while (bits >= 5) {
-      bits -= 5;
-      out.push_back(kBase32Alphabet[(acc >> bits) & 0x1F]);
-    }
-  }
-  if (bits > 0) {
-    out.push_back(kBase32Alphabet[(acc << (5 - bits)) & 0x1F]);
-  }
-  return out;
-}
-
-bool IsBase32Char(char c) { return (c >= 'a' && c <= 'z') || (c >= '2' && c <= '7'); }
 
 bool HasPrefixAndBase32(absl::string_view text, absl::string_view prefix, size_t size) {
   if (text.size() != size || !absl::StartsWith(text, prefix)) {
     return false;
   }
-  return std::all_of(text.begin() + prefix.size(), text.end(), IsBase32Char);
+  return IsBase32Lower(text.substr(prefix.size()));
 }
 
 bool IsWellFormedInviteId(absl::string_view id) {
@@ -97,48 +77,6 @@ bool IsWellFormedInviteId(absl::string_view id) {
 
 // Returns true if `s` is valid UTF-8 without control characters (C0, DEL, C1) or
 // surrogates, overlong forms or code points above U+10FFFF.
-bool IsPrintableUtf8(absl::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    int extra = 0;
-    uint32_t cp = 0;
-    uint32_t min = 0;
-    if (c < 0x80) {
-      cp = c;
-    } else if ((c & 0xE0) == 0xC0) {
-      extra = 1;
-      cp = c & 0x1F;
-      min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      extra = 2;
-      cp = c & 0x0F;
-      min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      extra = 3;
-      cp = c & 0x07;
-      min = 0x10000;
-    } else {
-      return false;
-    }
-    if (s.size() - i - 1 < static_cast<size_t>(extra)) {
-      return false;
-    }
-    for (int k = 1; k <= extra; ++k) {
-      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) {
-        return false;
-      }
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) || cp < 0x20 ||
-        (cp >= 0x7F && cp <= 0x9F)) {
-      return false;
-    }
-    i += 1 + extra;
-  }
-  return true;
-}
 
 // A DNS name in ASCII (IDNs as punycode): at least two labels of 1..63 characters from
 // [a-z0-9-] (after lower-casing), neither starting nor ending with '-'.
@@ -166,7 +104,7 @@ bool IsValidDomain(absl::string_view domain) {
 // An e-mail address as an identity provider reports it: printable UTF-8 without spaces, a
 // non-empty local part, and a valid domain after the last '@'.
 bool IsValidEmail(absl::string_view email) {
-  if (email.size() > kMaxEmailBytes || !IsPrintableUtf8(email) || absl::StrContains(email, ' ')) {
+  if (email.size() > kMaxEmailBytes || !IsCleanUtf8(email) || absl::StrContains(email, ' ')) {
     return false;
   }
   const size_t at = email.rfind('@');
@@ -427,11 +365,10 @@ absl::StatusOr<std::pair<InviteRecord, std::string>> InviteStore::Create(const I
     return absl::InvalidArgumentError(
         absl::StrCat("note must be at most ", kMaxInviteNoteBytes, " bytes"));
   }
-  if (!IsPrintableUtf8(spec.note)) {
+  if (!IsCleanUtf8(spec.note)) {
     return absl::InvalidArgumentError("note must be printable UTF-8");
   }
-  if (spec.created_by_user_id.size() > kMaxCreatorBytes ||
-      !IsPrintableUtf8(spec.created_by_user_id)) {
+  if (spec.created_by_user_id.size() > kMaxCreatorBytes || !IsCleanUtf8(spec.created_by_user_id)) {
     return absl::InvalidArgumentError("created_by_user_id is malformed");
   }
   if (fingerprint_key_.empty()) {
@@ -447,10 +384,10 @@ absl::StatusOr<std::pair<InviteRecord, std::string>> InviteStore::Create(const I
 
   TP_ASSIGN_OR_RETURN(std::string code_random, crypto::RandomBytes(kCodeRandomBytes));
   TP_ASSIGN_OR_RETURN(std::string id_random, crypto::RandomBytes(kIdRandomBytes));
-  std::string code = absl::StrCat(kInviteCodePrefix, Base32(code_random));
+  std::string code = absl::StrCat(kInviteCodePrefix, Base32Lower(code_random));
 
   InviteRecord record;
-  record.invite_id = absl::StrCat(kInviteIdPrefix, Base32(id_random));
+  record.invite_id = absl::StrCat(kInviteIdPrefix, Base32Lower(id_random));
   record.max_uses = spec.max_uses;
   record.use_count = 0;
   // Stored at microsecond precision; report exactly what a later read returns.

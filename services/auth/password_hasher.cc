@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "lib/crypto/crypto.h"
 #include "lib/status_macros.h"
+#include "lib/text.h"
 
 namespace tidepool::auth {
 namespace {
@@ -33,52 +34,6 @@ struct ParsedHash {
   std::string salt;
   std::string key;
 };
-
-// Decodes UTF-8 strictly (no overlong forms, surrogates or code points above U+10FFFF).
-// Returns false on invalid input.
-bool DecodeUtf8(absl::string_view s, std::vector<char32_t>* out) {
-  out->clear();
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    int extra = 0;
-    char32_t cp = 0;
-    char32_t min = 0;
-    if (c < 0x80) {
-      cp = c;
-    } else if ((c & 0xE0) == 0xC0) {
-      extra = 1;
-      cp = c & 0x1F;
-      min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      extra = 2;
-      cp = c & 0x0F;
-      min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      extra = 3;
-      cp = c & 0x07;
-      min = 0x10000;
-    } else {
-      return false;
-    }
-    if (s.size() - i - 1 < static_cast<size_t>(extra)) {
-      return false;
-    }
-    for (int k = 1; k <= extra; ++k) {
-      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) {
-        return false;
-      }
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
-    out->push_back(cp);
-    i += 1 + extra;
-  }
-  return true;
-}
 
 std::string Base64EncodeNoPad(absl::string_view data) {
   std::string out;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "lib/crypto/crypto.h"
 #include "lib/status_macros.h"
+#include "lib/text.h"
 
 namespace tidepool::auth {
 namespace {
@@ -33,30 +34,6 @@ constexpr absl::string_view kSchema =
 
 constexpr absl::string_view kInvalidRefresh = "the refresh token is not valid";
 
-std::string Base32(absl::string_view bytes) {
-  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
-  std::string out;
-  uint32_t buffer = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    buffer = (buffer << 8) | c;
-    bits += 8;
-    while (bits >= 5) {
-      out.push_back(kAlphabet[(buffer >> (bits - 5)) & 31]);
-      bits -= 5;
-    }
-  }
-  if (bits > 0) {
-    out.push_back(kAlphabet[(buffer << (5 - bits)) & 31]);
-  }
-  return out;
-}
-
-absl::StatusOr<std::string> NewId(absl::string_view prefix, size_t bytes) {
-  TP_ASSIGN_OR_RETURN(std::string random, crypto::RandomBytes(bytes));
-  return absl::StrCat(prefix, Base32(random));
-}
-
 std::string HashToken(absl::string_view token) { return crypto::HexEncode(crypto::Sha256(token)); }
 
 }  // namespace
@@ -78,8 +55,8 @@ absl::StatusOr<SessionSecret> SessionStore::Create(absl::string_view user_id) {
     return absl::InvalidArgumentError("user_id is required");
   }
   SessionSecret secret;
-  TP_ASSIGN_OR_RETURN(secret.session.session_id, NewId("s_", 16));
-  TP_ASSIGN_OR_RETURN(secret.refresh_token, NewId("tpr_", 32));
+  TP_ASSIGN_OR_RETURN(secret.session.session_id, NewRandomId("s_"));
+  TP_ASSIGN_OR_RETURN(secret.refresh_token, NewRandomId("tpr_", 32));
   const absl::Time now = clock_.Now();
   secret.session.user_id = std::string(user_id);
   secret.session.create_time = now;
@@ -132,7 +109,7 @@ absl::StatusOr<SessionSecret> SessionStore::Refresh(absl::string_view refresh_to
   secret.session.user_id = find.ColumnText(1);
   secret.session.create_time = absl::FromUnixMicros(find.ColumnInt(2));
   secret.session.refresh_expire_time = absl::FromUnixMicros(find.ColumnInt(3));
-  TP_ASSIGN_OR_RETURN(secret.refresh_token, NewId("tpr_", 32));
+  TP_ASSIGN_OR_RETURN(secret.refresh_token, NewRandomId("tpr_", 32));
   TP_ASSIGN_OR_RETURN(Statement rotate,
                       db_.Prepare("UPDATE sessions SET previous_refresh_hash = refresh_hash, "
                                   "refresh_hash = ? WHERE session_id = ? AND refresh_hash = ?"));

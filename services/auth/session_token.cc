@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/status_macros.h"
+#include "lib/text.h"
 #include "nlohmann/json.hpp"
 
 namespace tidepool::auth {
@@ -160,17 +161,7 @@ bool GetUnixSeconds(const Json& doc, const char* name, absl::Time* out) {
   return true;
 }
 
-bool IsBase32Suffix(absl::string_view s) {
-  if (s.size() != kIdSuffixLength) {
-    return false;
-  }
-  for (const char c : s) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '2' && c <= '7'))) {
-      return false;
-    }
-  }
-  return true;
-}
+bool IsBase32Suffix(absl::string_view s) { return s.size() == kIdSuffixLength && IsBase32Lower(s); }
 
 bool IsValidRole(absl::string_view role) { return role == kRoleUser || role == kRoleAdmin; }
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "lib/crypto/crypto.h"
 #include "lib/status_macros.h"
+#include "lib/text.h"
 
 namespace tidepool::auth {
 namespace {
@@ -56,31 +57,7 @@ UserRecord ReadUser(const Statement& row) {
   return user;
 }
 
-std::string Base32(absl::string_view bytes) {
-  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
-  std::string out;
-  uint32_t buffer = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    buffer = (buffer << 8) | c;
-    bits += 8;
-    while (bits >= 5) {
-      out.push_back(kAlphabet[(buffer >> (bits - 5)) & 31]);
-      bits -= 5;
-    }
-  }
-  if (bits > 0) {
-    out.push_back(kAlphabet[(buffer << (5 - bits)) & 31]);
-  }
-  return out;
-}
-
 }  // namespace
-
-absl::StatusOr<std::string> NewRandomId(absl::string_view prefix) {
-  TP_ASSIGN_OR_RETURN(std::string random, crypto::RandomBytes(16));
-  return absl::StrCat(prefix, Base32(random));
-}
 
 absl::StatusOr<std::string> NormalizeEmail(absl::string_view email) {
   const std::string lower = absl::AsciiStrToLower(email);
@@ -297,7 +274,7 @@ absl::Status UserStore::RecordSignIn(absl::string_view user_id) {
 absl::StatusOr<std::string> UserStore::CreateSetupToken(absl::string_view user_id,
                                                         absl::Duration lifetime) {
   TP_ASSIGN_OR_RETURN(std::string random, crypto::RandomBytes(32));
-  const std::string token = absl::StrCat("tps_", Base32(random));
+  const std::string token = absl::StrCat("tps_", Base32Lower(random));
   absl::MutexLock lock(&mu_);
   TP_ASSIGN_OR_RETURN(Statement insert, db_.Prepare("INSERT INTO setup_tokens (token_hash, "
                                                     "user_id, expire_us) VALUES (?, ?, ?)"));

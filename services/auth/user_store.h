@@ -98,7 +98,4 @@ absl::StatusOr<std::string> NormalizeEmail(absl::string_view email);
 // True if `name` is a time zone the system's IANA database knows ("Europe/Berlin", "UTC").
 bool IsValidTimezone(absl::string_view name);
 
-// "u_" + 26 lower-case base32 characters of fresh randomness (and likewise for other prefixes).
-absl::StatusOr<std::string> NewRandomId(absl::string_view prefix);
-
 }  // namespace tidepool::auth
