@@ -6,7 +6,6 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 
 #include "absl/strings/match.h"
@@ -14,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "lib/audit_client.h"
 #include "lib/authz.h"
+#include "lib/file_util.h"
 #include "lib/grpc_logging.h"
 #include "lib/log.h"
 #include "lib/platform_client.h"
@@ -38,24 +38,13 @@ absl::Status WriteRunFile(const std::string& data_dir, const std::string& name,
   doc["metrics"] = HostPort(runner.options().metrics_address, runner.metrics_port());
   doc["pid"] = static_cast<int64_t>(::getpid());
   doc["started"] = absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone());
-  const std::string path = RunFilePath(data_dir, name);
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << doc.dump(2) << "\n";
-    if (!out) {
-      return absl::UnavailableError(absl::StrCat("cannot write ", tmp));
-    }
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot write ", path));
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(RunFilePath(data_dir, name), doc.dump(2) + "\n", 0644);
 }
 
 // Sends to the audit service wherever it currently runs: its run file (it may have picked a
-// free port) or else its configured address. Re-resolves after a failure, so services that
-// start before audit, or outlive an audit restart, find it again.
+// free port) or else its configured address, looked up on every call (one small file read
+// per batch), so services that start before audit, or outlive an audit restart on another
+// port, find it again.
 class ResolvingAuditTransport final : public AuditTransport {
  public:
   ResolvingAuditTransport(TlsIdentity self, std::string data_dir, ServiceEndpointConfig configured)
