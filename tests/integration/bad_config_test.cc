@@ -104,6 +104,7 @@ TEST_F(BadConfigTest, PortAlreadyTaken) {
   for (const char* svc : {"auth", "provisioner", "secrets", "proxy", "audit"}) {
     config += absl::StrCat(svc, ":\n  grpc_port: 0\n  metrics_port: 0\n");
   }
+  config += "  checkpoint_append_only: false\n";  // audit: removable with the temp dir
   config += absl::StrCat("scaler:\n  grpc_port: 0\n  metrics_port: ", port, "\n");
   ExpectUsageError(Up(Write(config)), absl::StrCat("cannot listen on 127.0.0.1:", port),
                    /*allow_logs=*/true);
@@ -119,8 +120,8 @@ TEST_F(BadConfigTest, GrpcPortOfARunningInstanceIsRefused) {
   absl::StatusOr<RunInfo> info = (*first)->Info("audit");
   ASSERT_THAT(info, IsOk());
   const std::string port = info->grpc.substr(info->grpc.rfind(':') + 1);
-  const std::string path =
-      Write(absl::StrCat("audit:\n  grpc_port: ", port, "\n  metrics_port: 0\n"));
+  const std::string path = Write(absl::StrCat(
+      "audit:\n  grpc_port: ", port, "\n  metrics_port: 0\n  checkpoint_append_only: false\n"));
   ExpectUsageError({BinaryPath("tidepool-audit"), "--config", path, "--data-dir", tmp_.Join("d")},
                    absl::StrCat("cannot listen for gRPC on 127.0.0.1:", port));
 }
