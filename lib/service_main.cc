@@ -213,13 +213,7 @@ int RunServices(const std::string& program, const ServerFlags& flags,
       stop_all(absl::ZeroDuration(), /*clean=*/false);
       return runner.status().code() == absl::StatusCode::kUnavailable ? kExitUsage : kExitFailure;
     }
-    absl::Status written = WriteRunFile(data_dir, definition.name, **runner);
     runners.emplace_back(definition.name, *std::move(runner));
-    if (!written.ok()) {
-      std::cerr << program << ": " << written.message() << std::endl;
-      stop_all(absl::ZeroDuration(), /*clean=*/false);
-      return kExitFailure;
-    }
   }
 
   std::cout << program << " is running (pid " << ::getpid() << ")\n"
@@ -238,13 +232,21 @@ int RunServices(const std::string& program, const ServerFlags& flags,
                                 {"grpc_port", runner->grpc_port()},
                                 {"metrics_port", runner->metrics_port()}});
   }
+  std::cout << "  check it: tidepoolctl status --data-dir " << data_dir << "\n"
+            << "  stop it:  Ctrl-C or SIGTERM\n";
+  std::cout.flush();
+  // The run files come last: once they exist, everything above is printed and serving.
+  for (const auto& [name, runner] : runners) {
+    if (absl::Status written = WriteRunFile(data_dir, name, *runner); !written.ok()) {
+      std::cerr << program << ": " << written.message() << std::endl;
+      stop_all(absl::ZeroDuration(), /*clean=*/false);
+      return kExitFailure;
+    }
+  }
   for (auto& [name, client] : audit_clients) {
     client->Start();
     client->Emit(ServiceLifecycleEvent(name, "platform.service_started"));
   }
-  std::cout << "  check it: tidepoolctl status --data-dir " << data_dir << "\n"
-            << "  stop it:  Ctrl-C or SIGTERM\n";
-  std::cout.flush();
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
