@@ -22,6 +22,13 @@ std::shared_ptr<grpc::Channel> DialPlatformService(const TlsIdentity& self,
   return grpc::CreateCustomChannel(target, grpc::SslCredentials(ssl), args);
 }
 
+std::string HostPort(const std::string& host, int port) {
+  if (host.find(':') != std::string::npos) {
+    return absl::StrCat("[", host, "]:", port);
+  }
+  return absl::StrCat(host, ":", port);
+}
+
 std::string RunFilePath(const std::string& data_dir, const std::string& name) {
   return absl::StrCat(data_dir, "/run/", name, ".json");
 }

@@ -16,6 +16,9 @@ namespace tidepool {
 std::shared_ptr<grpc::Channel> DialPlatformService(const TlsIdentity& self,
                                                    const std::string& target);
 
+// "host:port", with an IPv6 host in brackets ("[::1]:7401").
+std::string HostPort(const std::string& host, int port);
+
 // The state file of a running service: <data_dir>/run/<name>.json.
 std::string RunFilePath(const std::string& data_dir, const std::string& name);
 

@@ -12,6 +12,7 @@
 #include "grpcpp/support/server_interceptor.h"
 #include "lib/authz.h"
 #include "lib/log.h"
+#include "lib/platform_client.h"
 
 namespace tidepool {
 namespace {
@@ -156,10 +157,7 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   creds->SetAuthMetadataProcessor(std::make_shared<AllowlistAuthProcessor>(*std::move(authorizer)));
 
   grpc::ServerBuilder builder;
-  const std::string address = absl::StrCat(opts.grpc_address.find(':') != std::string::npos
-                                               ? absl::StrCat("[", opts.grpc_address, "]")
-                                               : opts.grpc_address,
-                                           ":", opts.grpc_port);
+  const std::string address = HostPort(opts.grpc_address, opts.grpc_port);
   builder.AddListeningPort(address, creds, &runner->grpc_port_);
   builder.SetMaxReceiveMessageSize(16 * 1024 * 1024);
   // gRPC sets SO_REUSEPORT by default, which would let a second instance bind the same port and

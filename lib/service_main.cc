@@ -22,13 +22,6 @@
 namespace tidepool {
 namespace {
 
-std::string HostPort(const std::string& host, int port) {
-  if (host.find(':') != std::string::npos) {
-    return absl::StrCat("[", host, "]:", port);
-  }
-  return absl::StrCat(host, ":", port);
-}
-
 absl::Status WriteRunFile(const std::string& data_dir, const std::string& name,
                           const ServerRunner& runner) {
   nlohmann::json doc;
