@@ -359,6 +359,11 @@ absl::StatusOr<std::pair<UserRecord, int>> Authenticator::SetUserRole(const Acto
                                                                       UserRole role,
                                                                       int64_t expected_version) {
   TP_ASSIGN_OR_RETURN(UserRecord user, users_->Get(user_id));
+  // Refuse a stale write before auditing it, so the trail never records a change that is
+  // then rejected (the store re-checks the version against concurrent writers).
+  if (expected_version != 0 && expected_version != user.version) {
+    return absl::AbortedError("the user changed since it was read; read it again");
+  }
   if (user.role == UserRole::kAdmin && role != UserRole::kAdmin) {
     TP_RETURN_IF_ERROR(CheckNotLastAdmin(user));
   }
