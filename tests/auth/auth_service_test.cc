@@ -354,6 +354,19 @@ TEST_F(AuthServiceTest, KeysRotateWithoutLoggingAnyoneOut) {
   EXPECT_EQ(Verify(grant.session_token()), grpc::StatusCode::OK);
 }
 
+TEST_F(AuthServiceTest, AStaleRoleChangeIsRefusedAndNotAudited) {
+  v1::SessionGrant admin = SetUpAdmin();
+  v1::SetUserRoleRequest request;
+  request.set_user_id(admin.user().user_id());
+  request.set_role(common::v1::ROLE_ADMIN);
+  request.set_expected_version(999);
+  v1::SetUserRoleResponse response;
+  Call call;
+  EXPECT_EQ(Stub("tidepoolctl")->SetUserRole(&call.context, request, &response).error_code(),
+            grpc::StatusCode::ABORTED);
+  EXPECT_THAT(audit_.Actions(), Not(::testing::Contains("admin.role_changed")));
+}
+
 TEST_F(AuthServiceTest, FederatedSignInIsHonestlyUnimplemented) {
   v1::BeginSignInResponse response;
   Call call;
