@@ -62,4 +62,16 @@ absl::StatusOr<RunInfo> ReadRunInfo(const std::string& data_dir, const std::stri
   return info;
 }
 
+absl::StatusOr<std::string> ResolveServiceTarget(const std::string& data_dir,
+                                                 const std::string& name,
+                                                 const ServiceEndpointConfig& configured) {
+  if (absl::StatusOr<RunInfo> info = ReadRunInfo(data_dir, name); info.ok()) {
+    return info->grpc;
+  }
+  if (configured.grpc_port != 0) {
+    return HostPort(configured.grpc_address, configured.grpc_port);
+  }
+  return absl::UnavailableError(absl::StrCat("the ", name, " service is not running"));
+}
+
 }  // namespace tidepool

@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/channel.h"
 #include "lib/pki.h"
+#include "lib/platform_config.h"
 
 namespace tidepool {
 
@@ -35,5 +36,12 @@ struct RunInfo {
 // Reads a run file. NOT_FOUND if the service has not written one (it is not running);
 // INVALID_ARGUMENT if the file is malformed.
 absl::StatusOr<RunInfo> ReadRunInfo(const std::string& data_dir, const std::string& name);
+
+// Where the platform service `name` can be reached now ("host:port"): its run file (it may
+// have picked a free port) or else its configured address. UNAVAILABLE if it has no run file
+// and its configured port is 0 (any free port). One small file read per call.
+absl::StatusOr<std::string> ResolveServiceTarget(const std::string& data_dir,
+                                                 const std::string& name,
+                                                 const ServiceEndpointConfig& configured);
 
 }  // namespace tidepool

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -7,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "lib/identity_providers.h"
 #include "lib/log.h"
 
 namespace tidepool {
@@ -44,6 +46,31 @@ struct AuthConfig {
   absl::Duration session_token_lifetime = absl::Minutes(15);
   // How long a session lasts before signing in again.
   absl::Duration session_lifetime = absl::Hours(168);
+  // Offer local accounts (e-mail and password) on the sign-in page.
+  bool local_accounts = true;
+  // New accounts from a federated provider need an invite code.
+  bool invite_required = false;
+  // Federated sign-in providers, any number at once (lib/identity_providers.h).
+  std::vector<IdentityProviderConfig> providers;
+};
+
+// The secrets service's settings (section `secrets`).
+struct SecretsConfig {
+  // The master key file (32 bytes, or 64 hex characters; mode 0600, owned by the service's
+  // user). Empty means <data_dir>/secrets/master.key, generated on the very first start.
+  std::string master_key_file;
+  // If set, the name of an environment variable holding the master key (64 hex characters)
+  // instead of a file. Never generated; online rotation then needs a key file.
+  std::string master_key_env;
+  // Longest accepted secret value, in bytes.
+  int max_value_bytes = 16384;
+  // Most secrets (provider fields) one user may store.
+  int max_secrets_per_user = 200;
+  // Retire the active keyring term before its key has wrapped this many data keys (Vault's
+  // ceiling: 10 % below 2^32 encryptions per key).
+  int64_t auto_rotate_operations = 3865470566;
+  // ...and once it is this old.
+  absl::Duration auto_rotate_interval = absl::Hours(24 * 90);
 };
 
 // The whole of tidepool.yaml as this build understands it. Every field's initializer is its
@@ -69,6 +96,7 @@ struct PlatformConfig {
 
   AuditConfig audit;
   AuthConfig auth;
+  SecretsConfig secrets;
 
   // Where people reach the platform in a browser (links printed or mailed point here).
   std::string public_url = "http://127.0.0.1:8080";

@@ -50,14 +50,11 @@ class ResolvingAuditTransport final : public AuditTransport {
     std::shared_ptr<AuditTransport> transport;
     {
       absl::MutexLock lock(&mu_);
-      std::string target;
-      if (absl::StatusOr<RunInfo> info = ReadRunInfo(data_dir_, "audit"); info.ok()) {
-        target = info->grpc;
-      } else if (configured_.grpc_port != 0) {
-        target = HostPort(configured_.grpc_address, configured_.grpc_port);
-      } else {
-        return absl::UnavailableError("the audit service is not running");
+      absl::StatusOr<std::string> resolved = ResolveServiceTarget(data_dir_, "audit", configured_);
+      if (!resolved.ok()) {
+        return resolved.status();
       }
+      const std::string& target = *resolved;
       if (target != target_ || transport_ == nullptr) {
         target_ = target;
         transport_ = std::make_shared<GrpcAuditTransport>(DialPlatformService(self_, target));
@@ -182,7 +179,7 @@ int RunServices(const std::string& program, const ServerFlags& flags,
       audit = client->get();
       audit_clients.emplace_back(definition.name, *std::move(client));
     }
-    const ServiceContext context{*config, data_dir, clock, *registry, audit};
+    const ServiceContext context{*config, data_dir, clock, *registry, audit, &*identity};
     absl::StatusOr<std::vector<HostedService>> hosted = definition.create(context);
     if (!hosted.ok()) {
       std::cerr << program << ": " << definition.name << ": " << hosted.status().message()

@@ -25,6 +25,10 @@ struct ServiceContext {
   // this service's identity, with its spool under <data_dir>/<name>/). Null for the audit
   // service itself, which writes its own log.
   AuditEmitter* audit;
+  // This service's mutual-TLS identity, for calling other platform services
+  // (DialPlatformService with ResolveServiceTarget). Valid only during create(): copy it.
+  // Null in tests that do not need it.
+  const TlsIdentity* identity = nullptr;
 };
 
 // Builds one platform service: its gRPC implementation(s), ready to host.

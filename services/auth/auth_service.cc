@@ -1,6 +1,8 @@
 #include "services/auth/auth_service.h"
 
+#include <chrono>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <utility>
 
@@ -9,6 +11,9 @@
 #include "lib/caller.h"
 #include "lib/grpc_status.h"
 #include "lib/log.h"
+#include "lib/periodic_task.h"
+#include "lib/platform_client.h"
+#include "tidepool/provisioner/v1/workspace_service.grpc.pb.h"
 
 namespace tidepool::auth {
 namespace {
@@ -141,6 +146,66 @@ absl::StatusOr<UserRole> RoleFromProto(commonpb::Role role) {
   return absl::InvalidArgumentError("role must be ROLE_USER or ROLE_ADMIN");
 }
 
+v1::ProviderKind ProviderKindToProto(absl::string_view kind) {
+  if (kind == "google") return v1::PROVIDER_KIND_GOOGLE;
+  if (kind == "microsoft") return v1::PROVIDER_KIND_MICROSOFT;
+  if (kind == "github") return v1::PROVIDER_KIND_GITHUB;
+  return v1::PROVIDER_KIND_OIDC;
+}
+
+// Sends auth's workspace requests to the provisioner over mutual TLS, wherever it runs now.
+class GrpcProvisionerRequests final : public ProvisionerRequests {
+ public:
+  GrpcProvisionerRequests(TlsIdentity self, std::string data_dir, ServiceEndpointConfig configured)
+      : self_(std::move(self)), data_dir_(std::move(data_dir)), configured_(std::move(configured)) {}
+
+  absl::Status EnsureWorkspace(const std::string& user_id, const std::string& timezone) override {
+    provisioner::v1::EnsureWorkspaceRequest request;
+    request.set_owner_user_id(user_id);
+    request.set_timezone(timezone);
+    provisioner::v1::EnsureWorkspaceResponse response;
+    return Call([&](provisioner::v1::WorkspaceService::Stub& stub, grpc::ClientContext* context) {
+      return stub.EnsureWorkspace(context, request, &response);
+    });
+  }
+
+  absl::Status SetOwnerSuspended(const std::string& user_id, bool suspended,
+                                 const std::string& reason) override {
+    provisioner::v1::SetOwnerSuspendedRequest request;
+    request.set_owner_user_id(user_id);
+    request.set_suspended(suspended);
+    request.set_reason(reason.substr(0, 256));
+    provisioner::v1::SetOwnerSuspendedResponse response;
+    return Call([&](provisioner::v1::WorkspaceService::Stub& stub, grpc::ClientContext* context) {
+      return stub.SetOwnerSuspended(context, request, &response);
+    });
+  }
+
+ private:
+  template <typename Fn>
+  absl::Status Call(Fn fn) {
+    absl::StatusOr<std::string> target = ResolveServiceTarget(data_dir_, "provisioner", configured_);
+    if (!target.ok()) {
+      return target.status();
+    }
+    auto stub = provisioner::v1::WorkspaceService::NewStub(DialPlatformService(self_, *target));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return FromGrpcStatus(fn(*stub, &context));
+  }
+
+  const TlsIdentity self_;
+  const std::string data_dir_;
+  const ServiceEndpointConfig configured_;
+};
+
+// The Authenticator plus what keeps it company while the service runs.
+struct AuthState {
+  std::unique_ptr<GrpcProvisionerRequests> provisioner;
+  std::shared_ptr<Authenticator> auth;
+  std::unique_ptr<PeriodicTask> outbox_drain;
+};
+
 v1::RevocationReason ReasonToProto(RevokeReason reason) {
   return static_cast<v1::RevocationReason>(static_cast<int>(reason));
 }
@@ -149,26 +214,55 @@ v1::RevocationReason ReasonToProto(RevokeReason reason) {
 
 grpc::Status AuthServiceImpl::ListProviders(grpc::ServerContext*, const v1::ListProvidersRequest*,
                                             v1::ListProvidersResponse* response) {
-  v1::Provider* local = response->add_providers();
-  local->set_provider_id("local");
-  local->set_kind(v1::PROVIDER_KIND_LOCAL);
-  local->set_display_name("E-mail and password");
-  response->set_invite_required(false);
+  const AuthenticatorOptions& options = auth_.options();
+  if (options.local_accounts) {
+    v1::Provider* local = response->add_providers();
+    local->set_provider_id("local");
+    local->set_kind(v1::PROVIDER_KIND_LOCAL);
+    local->set_display_name("E-mail and password");
+  }
+  for (const auto& provider : options.providers) {
+    v1::Provider* out = response->add_providers();
+    out->set_provider_id(provider->config().id);
+    out->set_kind(ProviderKindToProto(provider->config().kind));
+    out->set_display_name(provider->config().display_name);
+  }
+  response->set_invite_required(options.invite_required);
   return grpc::Status::OK;
 }
 
-grpc::Status AuthServiceImpl::BeginSignIn(grpc::ServerContext*, const v1::BeginSignInRequest*,
-                                          v1::BeginSignInResponse*) {
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      "redirect-based sign-in (OpenID Connect, GitHub, SAML) is not built yet "
-                      "(issue #4); local accounts work through SignInWithPassword");
+grpc::Status AuthServiceImpl::BeginSignIn(grpc::ServerContext*,
+                                          const v1::BeginSignInRequest* request,
+                                          v1::BeginSignInResponse* response) {
+  absl::StatusOr<FederatedStart> start = auth_.BeginFederatedSignIn(
+      request->provider_id(), request->return_path(), request->timezone(), request->invite_code(),
+      request->source_address());
+  if (!start.ok()) {
+    return ToGrpcStatus(start.status());
+  }
+  response->set_authorization_url(start->authorization_url);
+  response->set_state_cookie_value(start->cookie_value);
+  *response->mutable_state_expire_time() = Stamp(start->expire_time);
+  return grpc::Status::OK;
 }
 
-grpc::Status AuthServiceImpl::CompleteSignIn(grpc::ServerContext*, const v1::CompleteSignInRequest*,
-                                             v1::CompleteSignInResponse*) {
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      "redirect-based sign-in (OpenID Connect, GitHub, SAML) is not built yet "
-                      "(issue #4); local accounts work through SignInWithPassword");
+grpc::Status AuthServiceImpl::CompleteSignIn(grpc::ServerContext*,
+                                             const v1::CompleteSignInRequest* request,
+                                             v1::CompleteSignInResponse* response) {
+  const std::map<std::string, std::string> params(request->callback_params().begin(),
+                                                  request->callback_params().end());
+  std::string return_path;
+  bool new_user = false;
+  absl::StatusOr<Grant> grant = auth_.CompleteFederatedSignIn(
+      request->provider_id(), params, request->state_cookie_value(), request->source_address(),
+      &return_path, &new_user);
+  if (!grant.ok()) {
+    return ToGrpcStatus(grant.status());
+  }
+  ToProto(*grant, response->mutable_grant());
+  response->set_return_path(return_path);
+  response->set_new_user(new_user);
+  return grpc::Status::OK;
 }
 
 grpc::Status AuthServiceImpl::SignInWithPassword(grpc::ServerContext*,
@@ -512,12 +606,32 @@ ServiceDefinition AuthServiceDefinition() {
     options.admin_email = context.config.auth.admin_email;
     options.token_lifetime = context.config.auth.session_token_lifetime;
     options.session_lifetime = context.config.auth.session_lifetime;
+    options.local_accounts = context.config.auth.local_accounts;
+    options.invite_required = context.config.auth.invite_required;
+    options.public_url = context.config.public_url;
+    for (const IdentityProviderConfig& provider : context.config.auth.providers) {
+      absl::StatusOr<std::string> secret = ResolveClientSecret(provider);
+      if (!secret.ok()) {
+        return secret.status();
+      }
+      options.providers.push_back(
+          MakeFederatedProvider(provider, *std::move(secret), context.clock));
+    }
+    auto state = std::make_shared<AuthState>();
+    if (context.identity != nullptr) {
+      state->provisioner = std::make_unique<GrpcProvisionerRequests>(
+          *context.identity, context.data_dir, context.config.Service("provisioner"));
+      options.provisioner = state->provisioner.get();
+    }
     absl::StatusOr<std::unique_ptr<Authenticator>> opened =
         Authenticator::Open(options, context.clock, context.audit);
     if (!opened.ok()) {
       return opened.status();
     }
     std::shared_ptr<Authenticator> auth = *std::move(opened);
+    state->auth = auth;
+    state->outbox_drain = std::make_unique<PeriodicTask>(
+        absl::Seconds(5), [raw = auth.get()] { raw->provisioner_outbox().DrainOnce(); });
     absl::StatusOr<std::optional<std::string>> setup = auth->EnsureFirstAdmin();
     if (!setup.ok()) {
       return setup.status();
@@ -537,8 +651,8 @@ ServiceDefinition AuthServiceDefinition() {
     services.push_back(HostedService{.full_name = "tidepool.auth.v1.AuthService",
                                      .pending_note = "",
                                      .service = std::make_unique<AuthServiceImpl>(*auth),
-                                     .on_stopped = nullptr,
-                                     .state = auth});
+                                     .on_stopped = [state] { state->outbox_drain->Stop(); },
+                                     .state = state});
     return services;
   };
   return definition;

@@ -7,6 +7,7 @@
 #include "lib/crypto/crypto.h"
 #include "lib/file_util.h"
 #include "lib/log.h"
+#include "lib/return_path.h"
 #include "lib/status_macros.h"
 
 namespace tidepool::auth {
@@ -73,6 +74,11 @@ Authenticator::~Authenticator() = default;
 
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Open(
     const AuthenticatorOptions& options, Clock& clock, AuditEmitter* audit) {
+  for (const auto& provider : options.providers) {
+    if (provider == nullptr) {
+      return absl::InvalidArgumentError("a sign-in provider is missing");
+    }
+  }
   if (options.token_lifetime <= absl::ZeroDuration() || options.token_lifetime > absl::Hours(1) ||
       options.session_lifetime < options.token_lifetime ||
       options.session_lifetime > absl::Hours(168)) {
@@ -107,6 +113,12 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Open(
                       LoadOrCreateKey(options.dir + "/invite_fingerprint.key"));
   auth->invites_ = std::make_unique<InviteStore>(*auth->invites_db_, clock, auth->invite_throttle_,
                                                  fingerprint_key);
+  TP_ASSIGN_OR_RETURN(auth->signin_db_, SqliteDb::Open(path, SqliteOptions{}));
+  TP_ASSIGN_OR_RETURN(auth->signin_states_,
+                      SignInStateStore::Open(*auth->signin_db_, clock, options.signin_states));
+  TP_ASSIGN_OR_RETURN(auth->outbox_db_, SqliteDb::Open(path, SqliteOptions{}));
+  TP_ASSIGN_OR_RETURN(auth->outbox_,
+                      ProvisionerOutbox::Open(*auth->outbox_db_, clock, options.provisioner));
   return auth;
 }
 
@@ -180,6 +192,9 @@ absl::StatusOr<Grant> Authenticator::SignInWithPassword(absl::string_view email,
         "e-mail and password are required (at most 254 and 1024 bytes)");
   }
   TP_RETURN_IF_ERROR(CheckTimezoneIfSet(timezone));
+  if (!options_.local_accounts) {
+    return absl::FailedPreconditionError("local accounts are not enabled in this deployment");
+  }
   absl::StatusOr<GuessThrottle::Attempt> attempt = password_throttle_.Admit(source_address, email);
   if (!attempt.ok()) {
     commonpb::AuditEvent event = AuthEvent("auth.sign_in_failed", commonpb::OUTCOME_DENIED, "", "");
@@ -392,6 +407,10 @@ absl::StatusOr<std::pair<UserRecord, int>> Authenticator::SuspendUser(const Acto
   TP_RETURN_IF_ERROR(AuditDurable(
       AuthEvent("admin.user_suspended", commonpb::OUTCOME_SUCCESS, actor.user_id, user_id)));
   TP_ASSIGN_OR_RETURN(UserRecord updated, users_->SetSuspended(user_id, true, reason));
+  if (absl::Status queued = outbox_->EnqueueSuspension(user_id, true, reason); !queued.ok()) {
+    LogWarning("cannot queue the workspace stop for a suspended user",
+               {{"user_id", std::string(user_id)}, {"error", std::string(queued.message())}});
+  }
   TP_ASSIGN_OR_RETURN(int revoked,
                       sessions_->RevokeAllForUser(user_id, RevokeReason::kUserSuspended));
   // TODO(tidepool): ask the provisioner to stop and hold the user's workspaces
@@ -409,6 +428,10 @@ absl::StatusOr<UserRecord> Authenticator::ReinstateUser(const Actor& actor,
   TP_RETURN_IF_ERROR(AuditDurable(std::move(event)));
   (void)reason;
   TP_ASSIGN_OR_RETURN(UserRecord updated, users_->SetSuspended(user_id, false, ""));
+  if (absl::Status queued = outbox_->EnqueueSuspension(user_id, false, reason); !queued.ok()) {
+    LogWarning("cannot queue the workspace release for a reinstated user",
+               {{"user_id", std::string(user_id)}, {"error", std::string(queued.message())}});
+  }
   updated.password_hash.clear();
   return updated;
 }
@@ -450,6 +473,221 @@ absl::StatusOr<InviteRecord> Authenticator::RevokeInvite(const Actor& actor,
   (*event.mutable_attributes())["invite_id"] = revoked.invite_id;
   AuditFailure(std::move(event));
   return revoked;
+}
+
+// ---------------------------------------------------------------------------------------
+// Federated sign-in
+
+FederatedProvider* Authenticator::FindProvider(absl::string_view provider_id) const {
+  for (const auto& provider : options_.providers) {
+    if (provider->config().id == provider_id) {
+      return provider.get();
+    }
+  }
+  return nullptr;
+}
+
+std::string Authenticator::CallbackUrl(absl::string_view provider_id) const {
+  return absl::StrCat(options_.public_url, "/auth/callback/", provider_id);
+}
+
+void Authenticator::AuditSignInFailure(absl::string_view provider_id, absl::string_view reason,
+                                       absl::string_view source_address,
+                                       absl::string_view user_id) {
+  commonpb::AuditEvent event =
+      AuthEvent("auth.sign_in_failed", commonpb::OUTCOME_FAILURE, user_id, user_id);
+  event.set_reason_code(std::string(reason));
+  event.set_source_address(std::string(source_address.substr(0, 64)));
+  (*event.mutable_attributes())["provider"] = std::string(provider_id.substr(0, 64));
+  AuditFailure(std::move(event));
+}
+
+absl::StatusOr<FederatedStart> Authenticator::BeginFederatedSignIn(
+    absl::string_view provider_id, absl::string_view return_path, absl::string_view timezone,
+    absl::string_view invite_code, absl::string_view source_address) {
+  FederatedProvider* provider = FindProvider(provider_id);
+  if (provider == nullptr) {
+    return absl::InvalidArgumentError(
+        "unknown sign-in provider (ListProviders names the enabled ones; local accounts use "
+        "SignInWithPassword)");
+  }
+  const std::string path = return_path.empty() ? std::string("/") : std::string(return_path);
+  if (!IsSafeReturnPath(path)) {
+    return absl::InvalidArgumentError(
+        "return_path must be a path on this site starting with a single '/'");
+  }
+  TP_RETURN_IF_ERROR(CheckTimezoneIfSet(timezone));
+  if (invite_code.size() > 128) {
+    return absl::InvalidArgumentError("invite_code is at most 128 bytes");
+  }
+  SignInState state;
+  state.provider_id = std::string(provider_id);
+  TP_ASSIGN_OR_RETURN(state.nonce, crypto::RandomToken(32));
+  TP_ASSIGN_OR_RETURN(state.code_verifier, crypto::RandomToken(32));
+  state.invite_code = std::string(invite_code);
+  state.return_path = path;
+  state.timezone = std::string(timezone);
+  state.source_address = std::string(source_address);
+  // Resolve the provider's URL first: an unreachable issuer must not leave a state behind.
+  const std::string redirect_uri = CallbackUrl(provider_id);
+  TP_ASSIGN_OR_RETURN(NewSignIn created, signin_states_->Create(state));
+  absl::StatusOr<std::string> url = provider->AuthorizationUrl(
+      redirect_uri, created.state, state.nonce, PkceChallenge(state.code_verifier));
+  if (!url.ok()) {
+    std::string ignored;
+    (void)signin_states_->Take(created.state, created.cookie_value, &ignored);
+    return url.status();
+  }
+  FederatedStart start;
+  start.authorization_url = *std::move(url);
+  start.cookie_value = std::move(created.cookie_value);
+  start.expire_time = created.expire_time;
+  return start;
+}
+
+absl::StatusOr<UserRecord> Authenticator::FindOrCreateFederatedUser(
+    const ExternalIdentity& identity, const SignInState& state, bool* created) {
+  *created = false;
+  absl::StatusOr<UserRecord> existing = users_->FindByIdentity(identity.provider_id,
+                                                               identity.subject);
+  if (existing.ok() || !absl::IsNotFound(existing.status())) {
+    return existing;
+  }
+  // A new account. When invites are required, one is redeemed first (atomically: of 100
+  // concurrent redemptions of a single-use code exactly one succeeds). Only a verified
+  // e-mail can satisfy an invite bound to an address or domain.
+  const std::string verified_email = identity.email_verified ? identity.email : std::string();
+  std::string invite_id;
+  std::string invite_fingerprint;
+  if (options_.invite_required) {
+    if (state.invite_code.empty()) {
+      AuditSignInFailure(identity.provider_id, "invite_required", state.source_address, "");
+      return absl::PermissionDeniedError(
+          "this deployment needs an invite code to create an account; ask an administrator "
+          "for one and sign in again with it");
+    }
+    RedeemDetails details;
+    absl::StatusOr<InviteRecord> redeemed =
+        invites_->Redeem(state.invite_code, verified_email, state.source_address, &details);
+    if (!redeemed.ok()) {
+      commonpb::AuditEvent event =
+          AuthEvent("auth.invite_redeem_failed", commonpb::OUTCOME_DENIED, "", "");
+      event.set_reason_code(std::string(RedeemOutcomeName(details.outcome)));
+      event.set_source_address(std::string(state.source_address.substr(0, 64)));
+      (*event.mutable_attributes())["provider"] = identity.provider_id;
+      if (!details.code_fingerprint.empty()) {
+        (*event.mutable_attributes())["code_fingerprint"] = details.code_fingerprint;
+      }
+      AuditFailure(std::move(event));
+      if (absl::IsResourceExhausted(redeemed.status())) {
+        return redeemed.status();
+      }
+      if (absl::IsNotFound(redeemed.status())) {
+        return absl::PermissionDeniedError(
+            "the invite code is not valid (it may be mistyped, used up, expired or meant for "
+            "another address)");
+      }
+      return absl::UnavailableError("the invite could not be checked; try again shortly");
+    }
+    invite_id = redeemed->invite_id;
+    invite_fingerprint = details.code_fingerprint;
+  }
+  IdentityRecord record;
+  record.provider_id = identity.provider_id;
+  record.kind = identity.kind;
+  record.subject = identity.subject;
+  record.email = identity.email;
+  absl::StatusOr<UserRecord> user = users_->CreateFederatedUser(record, identity.display_name);
+  if (absl::IsAlreadyExists(user.status())) {
+    // A concurrent first sign-in of the same identity created it.
+    return users_->FindByIdentity(identity.provider_id, identity.subject);
+  }
+  TP_RETURN_IF_ERROR(user.status());
+  *created = true;
+  commonpb::AuditEvent event =
+      AuthEvent("auth.account_created", commonpb::OUTCOME_SUCCESS, user->user_id, user->user_id);
+  (*event.mutable_attributes())["provider"] = identity.provider_id;
+  (*event.mutable_attributes())["subject"] = identity.subject.substr(0, 256);
+  if (!invite_id.empty()) {
+    (*event.mutable_attributes())["invite_id"] = invite_id;
+    (*event.mutable_attributes())["code_fingerprint"] = invite_fingerprint;
+  }
+  TP_RETURN_IF_ERROR(AuditDurable(std::move(event)));
+  return user;
+}
+
+absl::StatusOr<Grant> Authenticator::CompleteFederatedSignIn(
+    absl::string_view provider_id, const std::map<std::string, std::string>& params,
+    absl::string_view cookie_value, absl::string_view source_address, std::string* return_path,
+    bool* new_user) {
+  *new_user = false;
+  size_t total = 0;
+  for (const auto& [name, value] : params) {
+    total += name.size() + value.size();
+  }
+  if (params.size() > 32 || total > 16 * 1024) {
+    AuditSignInFailure(provider_id, "callback_too_large", source_address, "");
+    return absl::InvalidArgumentError("the sign-in response is too large");
+  }
+  auto state_param = params.find("state");
+  std::string reason;
+  absl::StatusOr<SignInState> state = signin_states_->Take(
+      state_param == params.end() ? absl::string_view() : absl::string_view(state_param->second),
+      cookie_value, &reason);
+  if (!state.ok()) {
+    AuditSignInFailure(provider_id, reason, source_address, "");
+    return state.status();
+  }
+  FederatedProvider* provider = FindProvider(provider_id);
+  if (provider == nullptr || state->provider_id != provider_id) {
+    // A response delivered to another provider's callback (mix-up): never exchanged.
+    AuditSignInFailure(provider_id, "provider_mismatch", source_address, "");
+    return absl::UnauthenticatedError(
+        "the sign-in response does not belong to this provider; start signing in again");
+  }
+  CallbackContext callback;
+  callback.params = params;
+  callback.nonce = state->nonce;
+  callback.code_verifier = state->code_verifier;
+  callback.redirect_uri = CallbackUrl(provider_id);
+  absl::StatusOr<ExternalIdentity> identity = provider->Complete(callback, &reason);
+  if (!identity.ok()) {
+    AuditSignInFailure(provider_id, reason.empty() ? "invalid_response" : reason, source_address,
+                       "");
+    return identity.status();
+  }
+  bool created = false;
+  absl::StatusOr<UserRecord> user = FindOrCreateFederatedUser(*identity, *state, &created);
+  if (!user.ok()) {
+    return user.status();
+  }
+  if (user->suspended) {
+    AuditSignInFailure(provider_id, "suspended", source_address, user->user_id);
+    return absl::PermissionDeniedError("this account is suspended");
+  }
+  commonpb::AuditEvent event =
+      AuthEvent("auth.sign_in", commonpb::OUTCOME_SUCCESS, user->user_id, user->user_id);
+  event.set_source_address(std::string(source_address.substr(0, 64)));
+  (*event.mutable_attributes())["provider"] = std::string(provider_id);
+  TP_RETURN_IF_ERROR(AuditDurable(std::move(event)));
+  (void)users_->RecordIdentitySignIn(identity->provider_id, identity->subject, identity->email);
+  if (!state->timezone.empty()) {
+    TP_ASSIGN_OR_RETURN(*user, users_->SetTimezone(user->user_id, state->timezone));
+  }
+  TP_RETURN_IF_ERROR(users_->RecordSignIn(user->user_id));
+  if (created) {
+    // The workspace is requested through the durable outbox: the sign-in succeeds even when
+    // the provisioner is down, and the request is retried until it lands.
+    if (absl::Status queued = outbox_->EnqueueEnsure(user->user_id, user->timezone);
+        !queued.ok()) {
+      LogWarning("cannot queue the new user's workspace",
+                 {{"user_id", user->user_id}, {"error", std::string(queued.message())}});
+    }
+  }
+  TP_ASSIGN_OR_RETURN(SessionSecret secret, sessions_->Create(user->user_id));
+  *return_path = state->return_path;
+  *new_user = created;
+  return IssueGrant(*user, std::move(secret));
 }
 
 }  // namespace tidepool::auth

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,10 +13,13 @@
 #include "lib/audit_client.h"
 #include "lib/clock.h"
 #include "lib/sqlite_store.h"
+#include "services/auth/federation.h"
 #include "services/auth/invite_store.h"
 #include "services/auth/password_hasher.h"
+#include "services/auth/provisioner_outbox.h"
 #include "services/auth/session_store.h"
 #include "services/auth/session_token.h"
+#include "services/auth/signin_state_store.h"
 #include "services/auth/signing_key_ring.h"
 #include "services/auth/user_store.h"
 
@@ -36,6 +40,24 @@ struct AuthenticatorOptions {
   PasswordHasher::Options password = PasswordHasher::Options();
   // The minimum interval between signing-key rotations.
   absl::Duration min_rotation_interval = absl::Minutes(1);
+  // Offer local accounts (SignInWithPassword).
+  bool local_accounts = true;
+  // New federated accounts need an invite code.
+  bool invite_required = false;
+  // Federated providers in sign-in page order.
+  std::vector<std::shared_ptr<FederatedProvider>> providers;
+  // The platform's public URL; provider callbacks are <public_url>/auth/callback/<id>.
+  std::string public_url = "http://127.0.0.1:8080";
+  SignInStateStoreOptions signin_states;
+  // Where workspace requests go (the provisioner); null keeps them queued.
+  ProvisionerRequests* provisioner = nullptr;
+};
+
+// What BeginFederatedSignIn returns.
+struct FederatedStart {
+  std::string authorization_url;
+  std::string cookie_value;  // secret: the browser-binding cookie
+  absl::Time expire_time;
 };
 
 // What a successful sign-in, setup or refresh returns.
@@ -110,7 +132,29 @@ class Authenticator {
                                          absl::string_view page_token);
   absl::StatusOr<InviteRecord> RevokeInvite(const Actor& actor, absl::string_view invite_id);
 
+  // Federated sign-in (OIDC, Google, Microsoft, GitHub): see auth_service.proto for the rules
+  // and error codes of BeginSignIn and CompleteSignIn.
+  absl::StatusOr<FederatedStart> BeginFederatedSignIn(absl::string_view provider_id,
+                                                      absl::string_view return_path,
+                                                      absl::string_view timezone,
+                                                      absl::string_view invite_code,
+                                                      absl::string_view source_address);
+  // On success, `*return_path` is the validated path from BeginSignIn and `*new_user` tells
+  // whether the account was created now.
+  absl::StatusOr<Grant> CompleteFederatedSignIn(absl::string_view provider_id,
+                                                const std::map<std::string, std::string>& params,
+                                                absl::string_view cookie_value,
+                                                absl::string_view source_address,
+                                                std::string* return_path, bool* new_user);
+  // The callback URL registered with a provider.
+  std::string CallbackUrl(absl::string_view provider_id) const;
+  const AuthenticatorOptions& options() const { return options_; }
+  absl::StatusOr<std::vector<IdentityRecord>> ListIdentities(absl::string_view user_id) {
+    return users_->ListIdentities(user_id);
+  }
+
   SessionStore& sessions() { return *sessions_; }
+  ProvisionerOutbox& provisioner_outbox() { return *outbox_; }
 
  private:
   Authenticator(AuthenticatorOptions options, Clock& clock, AuditEmitter* audit);
@@ -118,6 +162,11 @@ class Authenticator {
   absl::Status AuditDurable(common::v1::AuditEvent event);
   void AuditFailure(common::v1::AuditEvent event);
   absl::Status CheckNotLastAdmin(const UserRecord& target);
+  FederatedProvider* FindProvider(absl::string_view provider_id) const;
+  void AuditSignInFailure(absl::string_view provider_id, absl::string_view reason,
+                          absl::string_view source_address, absl::string_view user_id);
+  absl::StatusOr<UserRecord> FindOrCreateFederatedUser(const ExternalIdentity& identity,
+                                                       const SignInState& state, bool* created);
 
   const AuthenticatorOptions options_;
   Clock& clock_;
@@ -130,11 +179,15 @@ class Authenticator {
   std::unique_ptr<SqliteDb> sessions_db_;
   std::unique_ptr<SqliteDb> keys_db_;
   std::unique_ptr<SqliteDb> invites_db_;
+  std::unique_ptr<SqliteDb> signin_db_;
+  std::unique_ptr<SqliteDb> outbox_db_;
   std::unique_ptr<UserStore> users_;
   std::unique_ptr<SessionStore> sessions_;
   std::unique_ptr<SigningKeyRing> keys_;
   std::unique_ptr<SessionTokenVerifier> verifier_;
   std::unique_ptr<InviteStore> invites_;
+  std::unique_ptr<SignInStateStore> signin_states_;
+  std::unique_ptr<ProvisionerOutbox> outbox_;
 };
 
 // Builds an audit event for the auth service.

@@ -12,10 +12,10 @@
 namespace tidepool::auth {
 namespace {
 
-constexpr absl::string_view kSchema =
+constexpr absl::string_view kUsersTable =
     "CREATE TABLE IF NOT EXISTS users ("
     "  user_id TEXT PRIMARY KEY,"
-    "  email TEXT NOT NULL UNIQUE,"
+    "  email TEXT NOT NULL,"
     "  display_name TEXT NOT NULL,"
     "  role INTEGER NOT NULL,"
     "  suspended INTEGER NOT NULL DEFAULT 0,"
@@ -24,16 +24,55 @@ constexpr absl::string_view kSchema =
     "  password_hash TEXT NOT NULL DEFAULT '',"
     "  create_us INTEGER NOT NULL,"
     "  last_sign_in_us INTEGER,"
-    "  version INTEGER NOT NULL DEFAULT 1);"
+    "  version INTEGER NOT NULL DEFAULT 1,"
+    "  local INTEGER NOT NULL DEFAULT 1);";
+
+// E-mail addresses are unique among local accounts only: a federated account's address is
+// whatever its provider reports and is never used to find or join an account.
+constexpr absl::string_view kSchema =
+    "CREATE UNIQUE INDEX IF NOT EXISTS users_local_email ON users(email) WHERE local = 1;"
+    "CREATE TABLE IF NOT EXISTS identities ("
+    "  provider_id TEXT NOT NULL,"
+    "  subject TEXT NOT NULL,"
+    "  user_id TEXT NOT NULL REFERENCES users(user_id),"
+    "  kind TEXT NOT NULL,"
+    "  email TEXT NOT NULL DEFAULT '',"
+    "  link_us INTEGER NOT NULL,"
+    "  last_sign_in_us INTEGER,"
+    "  PRIMARY KEY (provider_id, subject));"
+    "CREATE INDEX IF NOT EXISTS identities_user ON identities(user_id);"
     "CREATE TABLE IF NOT EXISTS setup_tokens ("
     "  token_hash TEXT PRIMARY KEY,"
     "  user_id TEXT NOT NULL,"
     "  expire_us INTEGER NOT NULL,"
     "  used INTEGER NOT NULL DEFAULT 0);";
 
+// Databases created before federated sign-in had a UNIQUE e-mail over all users and no
+// `local` column; rebuild that table once, keeping every row as a local account.
+constexpr absl::string_view kUpgradeUsersV1 =
+    "ALTER TABLE users RENAME TO users_v1;"
+    "CREATE TABLE users ("
+    "  user_id TEXT PRIMARY KEY,"
+    "  email TEXT NOT NULL,"
+    "  display_name TEXT NOT NULL,"
+    "  role INTEGER NOT NULL,"
+    "  suspended INTEGER NOT NULL DEFAULT 0,"
+    "  suspend_reason TEXT NOT NULL DEFAULT '',"
+    "  timezone TEXT NOT NULL DEFAULT '',"
+    "  password_hash TEXT NOT NULL DEFAULT '',"
+    "  create_us INTEGER NOT NULL,"
+    "  last_sign_in_us INTEGER,"
+    "  version INTEGER NOT NULL DEFAULT 1,"
+    "  local INTEGER NOT NULL DEFAULT 1);"
+    "INSERT INTO users (user_id, email, display_name, role, suspended, suspend_reason, timezone,"
+    "  password_hash, create_us, last_sign_in_us, version, local)"
+    "  SELECT user_id, email, display_name, role, suspended, suspend_reason, timezone,"
+    "  password_hash, create_us, last_sign_in_us, version, 1 FROM users_v1 ORDER BY rowid;"
+    "DROP TABLE users_v1;";
+
 constexpr absl::string_view kColumns =
     "user_id, email, display_name, role, suspended, suspend_reason, timezone, password_hash, "
-    "create_us, last_sign_in_us, version";
+    "create_us, last_sign_in_us, version, local";
 
 constexpr int kDefaultPageSize = 50;
 constexpr int kMaxPageSize = 1000;
@@ -54,6 +93,7 @@ UserRecord ReadUser(const Statement& row) {
     user.last_sign_in_time = absl::FromUnixMicros(row.ColumnInt(9));
   }
   user.version = row.ColumnInt(10);
+  user.local = row.ColumnInt(11) != 0;
   return user;
 }
 
@@ -96,7 +136,19 @@ bool IsValidTimezone(absl::string_view name) {
 absl::StatusOr<std::unique_ptr<UserStore>> UserStore::Open(SqliteDb& db, Clock& clock) {
   auto store = std::unique_ptr<UserStore>(new UserStore(db, clock));
   absl::MutexLock lock(&store->mu_);
+  TP_ASSIGN_OR_RETURN(Statement columns,
+                      db.Prepare("SELECT count(*) FROM pragma_table_info('users') WHERE name IN "
+                                 "('user_id', 'local')"));
+  TP_RETURN_IF_ERROR(columns.Step().status());
+  const int64_t found = columns.ColumnInt(0);
+  TP_ASSIGN_OR_RETURN(Transaction txn, db.Begin());
+  if (found == 1) {
+    TP_RETURN_IF_ERROR(db.Exec(kUpgradeUsersV1));
+  } else {
+    TP_RETURN_IF_ERROR(db.Exec(kUsersTable));
+  }
   TP_RETURN_IF_ERROR(db.Exec(kSchema));
+  TP_RETURN_IF_ERROR(txn.Commit());
   return store;
 }
 
@@ -151,7 +203,115 @@ absl::StatusOr<UserRecord> UserStore::FindByEmail(absl::string_view email) {
     return absl::NotFoundError("no such user");
   }
   absl::MutexLock lock(&mu_);
-  return GetLocked("email", *normalized);
+  TP_ASSIGN_OR_RETURN(
+      Statement select,
+      db_.Prepare(absl::StrCat("SELECT ", kColumns, " FROM users WHERE email = ? AND local = 1")));
+  TP_RETURN_IF_ERROR(select.Bind(1, absl::string_view(*normalized)));
+  TP_ASSIGN_OR_RETURN(bool found, select.Step());
+  if (!found) {
+    return absl::NotFoundError("no such user");
+  }
+  return ReadUser(select);
+}
+
+absl::StatusOr<UserRecord> UserStore::FindByIdentity(absl::string_view provider_id,
+                                                     absl::string_view subject) {
+  absl::MutexLock lock(&mu_);
+  TP_ASSIGN_OR_RETURN(Statement select,
+                      db_.Prepare("SELECT user_id FROM identities WHERE provider_id = ? AND "
+                                  "subject = ?"));
+  TP_RETURN_IF_ERROR(select.Bind(1, provider_id));
+  TP_RETURN_IF_ERROR(select.Bind(2, subject));
+  TP_ASSIGN_OR_RETURN(bool found, select.Step());
+  if (!found) {
+    return absl::NotFoundError("no account is linked to this identity");
+  }
+  const std::string user_id = select.ColumnText(0);
+  return GetLocked("user_id", user_id);
+}
+
+absl::StatusOr<UserRecord> UserStore::CreateFederatedUser(const IdentityRecord& identity,
+                                                          absl::string_view display_name) {
+  if (identity.provider_id.empty() || identity.subject.empty() || identity.subject.size() > 512 ||
+      identity.email.size() > 320) {
+    return absl::InvalidArgumentError("the identity is incomplete or oversized");
+  }
+  UserRecord user;
+  TP_ASSIGN_OR_RETURN(user.user_id, NewRandomId("u_"));
+  user.email = absl::AsciiStrToLower(identity.email);
+  user.display_name = std::string(display_name.substr(0, 128));
+  if (user.display_name.empty()) {
+    user.display_name = user.email.empty() ? std::string("New user")
+                                           : user.email.substr(0, user.email.find('@'));
+  }
+  user.role = UserRole::kUser;
+  user.create_time = clock_.Now();
+  user.local = false;
+  absl::MutexLock lock(&mu_);
+  TP_ASSIGN_OR_RETURN(Transaction txn, db_.Begin());
+  TP_ASSIGN_OR_RETURN(Statement insert,
+                      db_.Prepare("INSERT INTO users (user_id, email, display_name, role, "
+                                  "create_us, local) VALUES (?, ?, ?, ?, ?, 0)"));
+  TP_RETURN_IF_ERROR(insert.Bind(1, absl::string_view(user.user_id)));
+  TP_RETURN_IF_ERROR(insert.Bind(2, absl::string_view(user.email)));
+  TP_RETURN_IF_ERROR(insert.Bind(3, absl::string_view(user.display_name)));
+  TP_RETURN_IF_ERROR(insert.Bind(4, static_cast<int64_t>(user.role)));
+  TP_RETURN_IF_ERROR(insert.Bind(5, absl::ToUnixMicros(user.create_time)));
+  TP_RETURN_IF_ERROR(insert.Step().status());
+  TP_ASSIGN_OR_RETURN(Statement link,
+                      db_.Prepare("INSERT INTO identities (provider_id, subject, user_id, kind, "
+                                  "email, link_us) VALUES (?, ?, ?, ?, ?, ?)"));
+  TP_RETURN_IF_ERROR(link.Bind(1, absl::string_view(identity.provider_id)));
+  TP_RETURN_IF_ERROR(link.Bind(2, absl::string_view(identity.subject)));
+  TP_RETURN_IF_ERROR(link.Bind(3, absl::string_view(user.user_id)));
+  TP_RETURN_IF_ERROR(link.Bind(4, absl::string_view(identity.kind)));
+  TP_RETURN_IF_ERROR(link.Bind(5, absl::string_view(identity.email)));
+  TP_RETURN_IF_ERROR(link.Bind(6, absl::ToUnixMicros(user.create_time)));
+  absl::Status linked = link.Step().status();
+  if (linked.code() == absl::StatusCode::kAlreadyExists) {
+    return absl::AlreadyExistsError("this identity is already linked to an account");
+  }
+  TP_RETURN_IF_ERROR(linked);
+  TP_RETURN_IF_ERROR(txn.Commit());
+  return user;
+}
+
+absl::Status UserStore::RecordIdentitySignIn(absl::string_view provider_id,
+                                             absl::string_view subject, absl::string_view email) {
+  absl::MutexLock lock(&mu_);
+  TP_ASSIGN_OR_RETURN(Statement update,
+                      db_.Prepare("UPDATE identities SET email = ?, last_sign_in_us = ? WHERE "
+                                  "provider_id = ? AND subject = ?"));
+  TP_RETURN_IF_ERROR(update.Bind(1, email.substr(0, 320)));
+  TP_RETURN_IF_ERROR(update.Bind(2, absl::ToUnixMicros(clock_.Now())));
+  TP_RETURN_IF_ERROR(update.Bind(3, provider_id));
+  TP_RETURN_IF_ERROR(update.Bind(4, subject));
+  return update.Step().status();
+}
+
+absl::StatusOr<std::vector<IdentityRecord>> UserStore::ListIdentities(absl::string_view user_id) {
+  absl::MutexLock lock(&mu_);
+  TP_ASSIGN_OR_RETURN(Statement select,
+                      db_.Prepare("SELECT provider_id, subject, kind, email, link_us, "
+                                  "last_sign_in_us FROM identities WHERE user_id = ? ORDER BY "
+                                  "link_us"));
+  TP_RETURN_IF_ERROR(select.Bind(1, user_id));
+  std::vector<IdentityRecord> out;
+  for (;;) {
+    TP_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) break;
+    IdentityRecord identity;
+    identity.provider_id = select.ColumnText(0);
+    identity.subject = select.ColumnText(1);
+    identity.kind = select.ColumnText(2);
+    identity.email = select.ColumnText(3);
+    identity.link_time = absl::FromUnixMicros(select.ColumnInt(4));
+    if (!select.ColumnIsNull(5)) {
+      identity.last_sign_in_time = absl::FromUnixMicros(select.ColumnInt(5));
+    }
+    out.push_back(std::move(identity));
+  }
+  return out;
 }
 
 absl::StatusOr<int64_t> UserStore::Count() {
@@ -202,7 +362,7 @@ absl::StatusOr<UserPage> UserStore::List(absl::string_view query, std::optional<
       break;
     }
     page.users.push_back(ReadUser(select));
-    last_rowid = select.ColumnInt(11);
+    last_rowid = select.ColumnInt(12);
   }
   return page;
 }

@@ -32,6 +32,18 @@ struct UserRecord {
   std::optional<absl::Time> last_sign_in_time;
   int64_t version = 1;        // bumped on every change, for optimistic concurrency
   std::string password_hash;  // local accounts only; never leaves the service
+  // A local account (e-mail and password) rather than one created by a federated sign-in.
+  bool local = true;
+};
+
+// An external identity linked to an account: (provider_id, subject) is its immutable key.
+struct IdentityRecord {
+  std::string provider_id;
+  std::string kind;
+  std::string subject;
+  std::string email;  // as last reported; display only, never a key
+  absl::Time link_time;
+  std::optional<absl::Time> last_sign_in_time;
 };
 
 // One page of users.
@@ -54,7 +66,20 @@ class UserStore {
 
   // NOT_FOUND if absent.
   absl::StatusOr<UserRecord> Get(absl::string_view user_id);
+  // Finds a local account by e-mail (federated accounts are never found by e-mail).
   absl::StatusOr<UserRecord> FindByEmail(absl::string_view email);
+
+  // The account linked to a provider identity. NOT_FOUND if none.
+  absl::StatusOr<UserRecord> FindByIdentity(absl::string_view provider_id,
+                                            absl::string_view subject);
+  // Creates an account (role user) linked to `identity`, in one transaction. ALREADY_EXISTS
+  // if the identity is already linked (a concurrent first sign-in won the race).
+  absl::StatusOr<UserRecord> CreateFederatedUser(const IdentityRecord& identity,
+                                                 absl::string_view display_name);
+  // Records a sign-in through an identity and the e-mail the provider reported.
+  absl::Status RecordIdentitySignIn(absl::string_view provider_id, absl::string_view subject,
+                                    absl::string_view email);
+  absl::StatusOr<std::vector<IdentityRecord>> ListIdentities(absl::string_view user_id);
   // How many users exist.
   absl::StatusOr<int64_t> Count();
 

@@ -13,6 +13,7 @@
 #include "lib/authz.h"
 #include "lib/platform_client.h"
 #include "lib/server_runner.h"
+#include "tests/auth/recording_audit.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -21,50 +22,8 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
+using ::tidepool::auth::testing::RecordingAudit;
 using ::tidepool::testing::IsOk;
-
-// Records events; when `down`, durable emission fails as it does while audit is unreachable.
-class RecordingAudit final : public AuditEmitter {
- public:
-  void Emit(common::v1::AuditEvent event) override {
-    absl::MutexLock lock(&mu_);
-    events_.push_back(std::move(event));
-  }
-  absl::Status EmitDurable(common::v1::AuditEvent event, absl::Time) override {
-    absl::MutexLock lock(&mu_);
-    if (down_) {
-      return absl::UnavailableError("audit down");
-    }
-    events_.push_back(std::move(event));
-    return absl::OkStatus();
-  }
-  void SetDown(bool down) {
-    absl::MutexLock lock(&mu_);
-    down_ = down;
-  }
-  std::vector<std::string> Actions() {
-    absl::MutexLock lock(&mu_);
-    std::vector<std::string> actions;
-    for (const auto& event : events_) {
-      actions.push_back(event.action() +
-                        (event.reason_code().empty() ? "" : ":" + event.reason_code()));
-    }
-    return actions;
-  }
-  std::string AllText() {
-    absl::MutexLock lock(&mu_);
-    std::string text;
-    for (const auto& event : events_) {
-      text += event.DebugString();
-    }
-    return text;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<common::v1::AuditEvent> events_ ABSL_GUARDED_BY(mu_);
-  bool down_ ABSL_GUARDED_BY(mu_) = false;
-};
 
 constexpr char kPassword[] = "correct horse battery staple";
 
@@ -367,12 +326,26 @@ TEST_F(AuthServiceTest, AStaleRoleChangeIsRefusedAndNotAudited) {
   EXPECT_THAT(audit_.Actions(), Not(::testing::Contains("admin.role_changed")));
 }
 
-TEST_F(AuthServiceTest, FederatedSignInIsHonestlyUnimplemented) {
-  v1::BeginSignInResponse response;
+TEST_F(AuthServiceTest, BeginSignInRefusesAnUnknownOrLocalProvider) {
+  for (const char* provider : {"nope", "local", ""}) {
+    v1::BeginSignInRequest request;
+    request.set_provider_id(provider);
+    v1::BeginSignInResponse response;
+    Call call;
+    grpc::Status status = Stub("proxy")->BeginSignIn(&call.context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << provider;
+    EXPECT_THAT(status.error_message(), HasSubstr("unknown sign-in provider"));
+  }
+}
+
+TEST_F(AuthServiceTest, ListProvidersOffersLocalAccountsByDefault) {
+  v1::ListProvidersResponse response;
   Call call;
-  grpc::Status status = Stub("proxy")->BeginSignIn(&call.context, {}, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(status.error_message(), HasSubstr("not built yet"));
+  ASSERT_TRUE(Stub("proxy")->ListProviders(&call.context, {}, &response).ok());
+  ASSERT_EQ(response.providers_size(), 1);
+  EXPECT_EQ(response.providers(0).provider_id(), "local");
+  EXPECT_EQ(response.providers(0).kind(), v1::PROVIDER_KIND_LOCAL);
+  EXPECT_FALSE(response.invite_required());
 }
 
 }  // namespace
