@@ -7,11 +7,11 @@ namespace tidepool::testing {
 
 absl::StatusOr<std::unique_ptr<RunningPlatform>> RunningPlatform::Start(
     const std::vector<std::vector<std::string>>& commands, const std::vector<std::string>& services,
-    absl::Duration timeout) {
+    absl::Duration timeout, const std::string& config) {
   auto platform = std::unique_ptr<RunningPlatform>(new RunningPlatform());
   platform->data_dir_ = platform->tmp_.Join("data");
   platform->config_path_ = platform->tmp_.Join("tidepool.yaml");
-  if (!WriteFile(platform->config_path_, AllPortsZeroConfig())) {
+  if (!WriteFile(platform->config_path_, config)) {
     return absl::InternalError("cannot write config");
   }
   for (std::vector<std::string> argv : commands) {

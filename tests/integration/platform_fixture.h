@@ -19,11 +19,14 @@ inline std::string BinaryPath(const std::string& name) {
   return std::string(TIDEPOOL_BINARY_DIR) + "/" + name;
 }
 
-// A config that puts every port at 0 (the kernel picks free ones).
-inline std::string AllPortsZeroConfig() {
-  std::string yaml = "log:\n  level: info\n";
+// A config that puts every port at 0 (the kernel picks free ones). `auth_extra` holds more
+// keys of the auth section (indented by two spaces) and `top_extra` more top-level sections.
+inline std::string AllPortsZeroConfig(const std::string& auth_extra = "",
+                                      const std::string& top_extra = "") {
+  std::string yaml = "log:\n  level: info\n" + top_extra;
   for (const char* svc : {"auth", "provisioner", "secrets", "proxy", "scaler", "audit"}) {
     yaml += std::string(svc) + ":\n  grpc_port: 0\n  metrics_port: 0\n";
+    if (std::string(svc) == "auth") yaml += auth_extra;
   }
   // The append-only checkpoint file could not be removed with the test's temporary directory.
   yaml += "  checkpoint_append_only: false\n";  // continues the audit section above
@@ -36,7 +39,8 @@ class RunningPlatform {
   // one fresh data directory, and waits up to `timeout` for the run files of `services`.
   static absl::StatusOr<std::unique_ptr<RunningPlatform>> Start(
       const std::vector<std::vector<std::string>>& commands,
-      const std::vector<std::string>& services, absl::Duration timeout = absl::Seconds(60));
+      const std::vector<std::string>& services, absl::Duration timeout = absl::Seconds(60),
+      const std::string& config = AllPortsZeroConfig());
 
   const std::string& data_dir() const { return data_dir_; }
   const std::string& log_dir() const { return tmp_.path(); }

@@ -1,0 +1,427 @@
+// Federated sign-in end to end, with real binaries and real providers on loopback:
+//   - two instances of the `oidc-provider` npm package (tests/idp/oidc_idp.mjs), one
+//     Google-like and one Microsoft-like (multi-tenant, tid/oid claims, no RFC 9207 iss),
+//   - a GitHub stand-in that speaks GitHub's OAuth and REST wire format
+//     (tests/idp/github_fake.mjs),
+// all enabled at once in one tidepool.yaml, driven through the auth service's gRPC API as the
+// proxy would, with a cookie-keeping HTTP client playing the browser.
+#include <curl/curl.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/platform_fixture.h"
+#include "tests/testing/status_matchers.h"
+#include "tidepool/auth/v1/auth_service.grpc.pb.h"
+
+namespace tidepool {
+namespace {
+
+using ::nlohmann::json;
+using ::testing::HasSubstr;
+using ::tidepool::testing::BinaryPath;
+using ::tidepool::testing::IsOk;
+using ::tidepool::testing::RunningPlatform;
+using ::tidepool::testing::ScopedTempDir;
+using ::tidepool::testing::Subprocess;
+namespace authpb = ::tidepool::auth::v1;
+
+constexpr char kPublicUrl[] = "https://tidepool.test";
+constexpr char kTenantA[] = "11111111-1111-1111-1111-111111111111";
+constexpr char kTenantB[] = "22222222-2222-2222-2222-222222222222";
+
+std::string IdpDir() { return std::string(TIDEPOOL_SOURCE_DIR) + "/tests/idp"; }
+
+bool WriteFile(const std::string& path, const std::string& text, mode_t mode = 0600) {
+  std::ofstream out(path);
+  out << text;
+  out.close();
+  return out.good() && ::chmod(path.c_str(), mode) == 0;
+}
+
+// A node server from tests/idp, started with a JSON config; its first stdout line says where
+// it listens.
+class NodeServer {
+ public:
+  static std::unique_ptr<NodeServer> Start(const std::string& script, const json& config,
+                                           const std::string& dir) {
+    auto server = std::unique_ptr<NodeServer>(new NodeServer());
+    const std::string config_path = absl::StrCat(dir, "/", script, ".", config.value("name", "x"),
+                                                 ".json");
+    EXPECT_TRUE(WriteFile(config_path, config.dump()));
+    absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(
+        {"/usr/bin/env", "node", IdpDir() + "/" + script, "--config", config_path}, dir);
+    EXPECT_THAT(process, IsOk());
+    if (!process.ok()) return nullptr;
+    server->process_ = *std::move(process);
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < deadline) {
+      const std::string out = server->process_->Stdout();
+      if (size_t nl = out.find('\n'); nl != std::string::npos) {
+        server->info_ = json::parse(out.substr(0, nl), nullptr, false);
+        return server;
+      }
+      if (server->process_->Wait(absl::Milliseconds(50)).ok()) break;
+    }
+    ADD_FAILURE() << script << " did not start (did scripts/setup run npm ci in tests/idp?): "
+                  << server->process_->Stderr();
+    return nullptr;
+  }
+
+  const json& info() const { return info_; }
+  std::string base() const { return absl::StrCat("http://127.0.0.1:", info_["port"].get<int>()); }
+  ~NodeServer() {
+    if (process_) {
+      process_->Signal(SIGTERM);
+      (void)process_->Wait(absl::Seconds(5));
+    }
+  }
+
+ private:
+  NodeServer() = default;
+  std::unique_ptr<Subprocess> process_;
+  json info_;
+};
+
+size_t Collect(char* data, size_t size, size_t count, void* out) {
+  static_cast<std::string*>(out)->append(data, size * count);
+  return size * count;
+}
+
+// A tiny browser: keeps cookies, follows redirects by hand until one points at `stop_prefix`.
+struct BrowserResult {
+  std::string final_url;  // the Location that starts with stop_prefix, or ""
+  std::string trace;
+};
+
+BrowserResult FollowUntil(const std::string& start_url, const std::string& stop_prefix) {
+  BrowserResult result;
+  CURL* curl = curl_easy_init();
+  curl_easy_setopt(curl, CURLOPT_COOKIEFILE, "");  // in-memory cookie engine
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 15L);
+  std::string url = start_url;
+  for (int hop = 0; hop < 10; ++hop) {
+    std::string body;
+    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &Collect);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+    const CURLcode code = curl_easy_perform(curl);
+    long status = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    char* location = nullptr;
+    curl_easy_getinfo(curl, CURLINFO_REDIRECT_URL, &location);
+    absl::StrAppend(&result.trace, status, " ", url.substr(0, 80), "\n");
+    if (code != CURLE_OK || location == nullptr) {
+      absl::StrAppend(&result.trace, "stopped: ", curl_easy_strerror(code), " ", body.substr(0, 200));
+      break;
+    }
+    url = location;
+    if (absl::StartsWith(url, stop_prefix)) {
+      result.final_url = url;
+      break;
+    }
+  }
+  curl_easy_cleanup(curl);
+  return result;
+}
+
+std::map<std::string, std::string> QueryOf(const std::string& url) {
+  std::map<std::string, std::string> params;
+  const size_t q = url.find('?');
+  if (q == std::string::npos) return params;
+  for (absl::string_view pair : absl::StrSplit(url.substr(q + 1), '&', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+    int length = 0;
+    char* value = curl_easy_unescape(nullptr, kv.second.c_str(), static_cast<int>(kv.second.size()),
+                                     &length);
+    params[kv.first] = std::string(value, static_cast<size_t>(length));
+    curl_free(value);
+  }
+  return params;
+}
+
+int HttpPostJson(const std::string& url, const json& body) {
+  CURL* curl = curl_easy_init();
+  std::string text = body.dump();
+  std::string out;
+  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, text.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &Collect);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out);
+  curl_easy_perform(curl);
+  long status = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(curl);
+  return static_cast<int>(status);
+}
+
+json HttpGetJson(const std::string& url) {
+  CURL* curl = curl_easy_init();
+  std::string out;
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &Collect);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out);
+  curl_easy_perform(curl);
+  curl_easy_cleanup(curl);
+  return json::parse(out, nullptr, false);
+}
+
+class FederatedSignInTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+  void SetUp() override {
+    auto client = [](const std::string& id) {
+      return json{{"client_id", "tidepool-" + id},
+                  {"client_secret", "secret-for-" + id},
+                  {"redirect_uris", {absl::StrCat(kPublicUrl, "/auth/callback/", id)}}};
+    };
+    google_ = NodeServer::Start(
+        "oidc_idp.mjs",
+        {{"name", "google"},
+         {"clients", {client("google")}},
+         {"accounts",
+          {{"alice", {{"sub", "104169999999999999999"}, {"email", "alice@example.com"},
+                      {"email_verified", true}, {"name", "Alice Example"}}},
+           {"mallory", {{"sub", "109999999999999999999"}, {"email", "mallory@evil.example"},
+                        {"email_verified", true}, {"name", "Mallory"}}}}}},
+        tmp_.path());
+    ASSERT_NE(google_, nullptr);
+    microsoft_ = NodeServer::Start(
+        "oidc_idp.mjs",
+        {{"name", "microsoft"},
+         {"issuer_path", "/organizations/v2.0"},
+         {"authorization_response_iss", false},
+         {"clients", {client("microsoft")}},
+         {"accounts",
+          {{"victim", {{"sub", "pairwise-victim"}, {"tid", kTenantA},
+                       {"oid", "aaaaaaaa-0000-0000-0000-000000000001"},
+                       {"email", "ceo@contoso.example"}, {"name", "The CEO"},
+                       {"preferred_username", "ceo@contoso.example"}}},
+           {"attacker", {{"sub", "pairwise-attacker"}, {"tid", kTenantB},
+                         {"oid", "bbbbbbbb-0000-0000-0000-000000000001"},
+                         {"email", "ceo@contoso.example"}, {"name", "Not The CEO"},
+                         {"preferred_username", "ceo@contoso.example"}}}}}},
+        tmp_.path());
+    ASSERT_NE(microsoft_, nullptr);
+    github_ = NodeServer::Start(
+        "github_fake.mjs",
+        {{"name", "github"},
+         {"clients", {client("github")}},
+         {"accounts",
+          {{"octocat", {{"id", 583231}, {"login", "octocat"}, {"name", "The Octocat"},
+                        {"emails", {{{"email", "octocat@github.example"}, {"primary", true},
+                                     {"verified", true}, {"visibility", "public"}}}},
+                        {"orgs", {"acme"}}}},
+           {"outsider", {{"id", 999}, {"login", "outsider"}, {"name", "Out Sider"},
+                         {"emails", json::array()}, {"orgs", json::array()}}}}}},
+        tmp_.path());
+    ASSERT_NE(github_, nullptr);
+    for (const char* id : {"google", "microsoft", "github"}) {
+      ASSERT_TRUE(WriteFile(tmp_.Join(absl::StrCat(id, ".secret")), absl::StrCat("secret-for-", id, "\n")));
+    }
+    const std::string providers = absl::StrCat(
+        "  providers:\n"
+        "    - id: google\n      kind: google\n      issuer: ", google_->info()["issuer"].get<std::string>(),
+        "\n      client_id: tidepool-google\n      client_secret_file: ", tmp_.Join("google.secret"),
+        "\n    - id: microsoft\n      kind: microsoft\n      issuer: ",
+        microsoft_->info()["issuer"].get<std::string>(),
+        "\n      client_id: tidepool-microsoft\n      client_secret_file: ", tmp_.Join("microsoft.secret"),
+        "\n    - id: github\n      kind: github\n      github_web_url: ", github_->base(),
+        "\n      github_api_url: ", github_->base(),
+        "\n      client_id: tidepool-github\n      client_secret_file: ", tmp_.Join("github.secret"),
+        "\n      allowed_github_orgs: [acme]\n");
+    absl::StatusOr<std::unique_ptr<RunningPlatform>> platform = RunningPlatform::Start(
+        {{BinaryPath("tidepool-audit")}, {BinaryPath("tidepool-auth")}}, {"audit", "auth"},
+        absl::Seconds(60),
+        tidepool::testing::AllPortsZeroConfig(
+            providers, absl::StrCat("platform:\n  public_url: ", kPublicUrl, "\n")));
+    ASSERT_THAT(platform, IsOk());
+    platform_ = *std::move(platform);
+    absl::StatusOr<TlsIdentity> proxy = LoadTlsIdentity(platform_->data_dir() + "/pki", "proxy");
+    ASSERT_THAT(proxy, IsOk());
+    absl::StatusOr<RunInfo> auth = platform_->Info("auth");
+    ASSERT_THAT(auth, IsOk());
+    stub_ = authpb::AuthService::NewStub(DialPlatformService(*proxy, auth->grpc));
+  }
+
+  struct Outcome {
+    grpc::Status status;
+    authpb::CompleteSignInResponse response;
+    std::map<std::string, std::string> callback;
+  };
+
+  // Begins a sign-in as the proxy would, lets the "browser" go through the provider as
+  // `login`, and completes it with the callback's parameters.
+  Outcome SignIn(const std::string& provider, const std::string& login,
+                 const std::string& invite = "") {
+    Outcome outcome;
+    authpb::BeginSignInRequest begin;
+    begin.set_provider_id(provider);
+    begin.set_return_path("/workspaces");
+    begin.set_timezone("America/New_York");
+    begin.set_invite_code(invite);
+    begin.set_source_address("192.0.2.10");
+    authpb::BeginSignInResponse started;
+    {
+      grpc::ClientContext context;
+      outcome.status = stub_->BeginSignIn(&context, begin, &started);
+      if (!outcome.status.ok()) return outcome;
+    }
+    const std::string hint = provider == "github" ? "login" : "login_hint";
+    BrowserResult browser =
+        FollowUntil(absl::StrCat(started.authorization_url(), "&", hint, "=", login),
+                    absl::StrCat(kPublicUrl, "/auth/callback/", provider));
+    EXPECT_FALSE(browser.final_url.empty()) << browser.trace;
+    outcome.callback = QueryOf(browser.final_url);
+    authpb::CompleteSignInRequest complete;
+    complete.set_provider_id(provider);
+    for (const auto& [k, v] : outcome.callback) (*complete.mutable_callback_params())[k] = v;
+    complete.set_state_cookie_value(started.state_cookie_value());
+    complete.set_source_address("192.0.2.10");
+    grpc::ClientContext context;
+    outcome.status = stub_->CompleteSignIn(&context, complete, &outcome.response);
+    last_cookie_ = started.state_cookie_value();
+    return outcome;
+  }
+
+  ScopedTempDir tmp_;
+  std::unique_ptr<NodeServer> google_;
+  std::unique_ptr<NodeServer> microsoft_;
+  std::unique_ptr<NodeServer> github_;
+  std::unique_ptr<RunningPlatform> platform_;
+  std::unique_ptr<authpb::AuthService::Stub> stub_;
+  std::string last_cookie_;
+};
+
+TEST_F(FederatedSignInTest, EveryEnabledProviderIsListed) {
+  authpb::ListProvidersResponse response;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub_->ListProviders(&context, {}, &response).ok());
+  std::vector<std::string> ids;
+  for (const auto& provider : response.providers()) ids.push_back(provider.provider_id());
+  EXPECT_THAT(ids, ::testing::ElementsAre("local", "google", "microsoft", "github"));
+  EXPECT_EQ(response.providers(1).kind(), authpb::PROVIDER_KIND_GOOGLE);
+  EXPECT_EQ(response.providers(2).display_name(), "Sign in with Microsoft");
+  EXPECT_THAT(response.DebugString(), ::testing::Not(HasSubstr("secret-for")));
+}
+
+TEST_F(FederatedSignInTest, GoogleAndMicrosoftSignInsWorkSideBySide) {
+  Outcome google = SignIn("google", "alice");
+  ASSERT_TRUE(google.status.ok()) << google.status.error_message();
+  EXPECT_TRUE(google.response.new_user());
+  EXPECT_EQ(google.response.return_path(), "/workspaces");
+  EXPECT_EQ(google.response.grant().user().email(), "alice@example.com");
+  EXPECT_EQ(google.callback["iss"], google_->info()["issuer"].get<std::string>())
+      << "oidc-provider sends RFC 9207 iss";
+
+  Outcome microsoft = SignIn("microsoft", "victim");
+  ASSERT_TRUE(microsoft.status.ok()) << microsoft.status.error_message();
+  EXPECT_TRUE(microsoft.response.new_user());
+  EXPECT_NE(microsoft.response.grant().user().user_id(), google.response.grant().user().user_id());
+
+  // Each session verifies online; signing in again finds the same accounts.
+  for (const Outcome* outcome : {&google, &microsoft}) {
+    authpb::VerifySessionRequest verify;
+    verify.set_session_token(outcome->response.grant().session_token());
+    authpb::VerifySessionResponse verified;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->VerifySession(&context, verify, &verified).ok());
+    EXPECT_EQ(verified.user_id(), outcome->response.grant().user().user_id());
+  }
+  Outcome again = SignIn("google", "alice");
+  ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+  EXPECT_FALSE(again.response.new_user());
+  EXPECT_EQ(again.response.grant().user().user_id(), google.response.grant().user().user_id());
+}
+
+TEST_F(FederatedSignInTest, NOAuthEmailCollisionAcrossTenantsNeverReachesTheVictim) {
+  Outcome victim = SignIn("microsoft", "victim");
+  ASSERT_TRUE(victim.status.ok()) << victim.status.error_message();
+  // Another tenant's user with the very same e-mail and preferred_username.
+  Outcome attacker = SignIn("microsoft", "attacker");
+  ASSERT_TRUE(attacker.status.ok()) << attacker.status.error_message();
+  EXPECT_TRUE(attacker.response.new_user());
+  EXPECT_NE(attacker.response.grant().user().user_id(), victim.response.grant().user().user_id());
+  EXPECT_EQ(attacker.response.grant().user().display_name(), "Not The CEO");
+}
+
+TEST_F(FederatedSignInTest, ReplayedCallbacksAndForeignBrowsersAreRefused) {
+  Outcome first = SignIn("google", "alice");
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  const int tokens_before = HttpGetJson(google_->base() + "/__test/stats")["token_requests"];
+  authpb::CompleteSignInRequest replay;
+  replay.set_provider_id("google");
+  for (const auto& [k, v] : first.callback) (*replay.mutable_callback_params())[k] = v;
+  replay.set_state_cookie_value(last_cookie_);
+  authpb::CompleteSignInResponse response;
+  grpc::ClientContext context;
+  EXPECT_EQ(stub_->CompleteSignIn(&context, replay, &response).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(response.grant().session_token().empty());
+  EXPECT_EQ(HttpGetJson(google_->base() + "/__test/stats")["token_requests"].get<int>(),
+            tokens_before)
+      << "a replayed code is never sent to the provider";
+}
+
+TEST_F(FederatedSignInTest, ProviderKeyRotationIsPickedUpWithoutRestart) {
+  ASSERT_TRUE(SignIn("google", "alice").status.ok());
+  ASSERT_EQ(HttpPostJson(google_->base() + "/__test/rotate-keys", json::object()), 200);
+  Outcome after = SignIn("google", "alice");
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+}
+
+TEST_F(FederatedSignInTest, GitHubSignInKeysOnTheNumericIdAndChecksTheOrg) {
+  Outcome octocat = SignIn("github", "octocat");
+  ASSERT_TRUE(octocat.status.ok()) << octocat.status.error_message();
+  EXPECT_EQ(octocat.response.grant().user().email(), "octocat@github.example");
+  EXPECT_EQ(octocat.response.grant().user().display_name(), "The Octocat");
+
+  // Renamed login and a new unverified address: still the same account (keyed on the id).
+  ASSERT_EQ(HttpPostJson(
+                github_->base() + "/__test/accounts",
+                {{"octocat-renamed",
+                  {{"id", 583231}, {"login", "octocat-renamed"}, {"name", "The Octocat"},
+                   {"emails", {{{"email", "new@evil.example"}, {"primary", true},
+                                {"verified", false}, {"visibility", "public"}}}},
+                   {"orgs", {"acme"}}}},
+                 {"octocat", {{"id", 4242}, {"login", "octocat"}, {"name", "Squatter"},
+                              {"emails", json::array()}, {"orgs", {"acme"}}}}}),
+            200);
+  Outcome renamed = SignIn("github", "octocat-renamed");
+  ASSERT_TRUE(renamed.status.ok()) << renamed.status.error_message();
+  EXPECT_EQ(renamed.response.grant().user().user_id(), octocat.response.grant().user().user_id());
+  // Whoever registers the freed login is somebody else.
+  Outcome squatter = SignIn("github", "octocat");
+  ASSERT_TRUE(squatter.status.ok()) << squatter.status.error_message();
+  EXPECT_NE(squatter.response.grant().user().user_id(), octocat.response.grant().user().user_id());
+}
+
+TEST_F(FederatedSignInTest, GitHubUsersOutsideTheAllowedOrgAreRefused) {
+  Outcome outsider = SignIn("github", "outsider");
+  EXPECT_EQ(outsider.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(outsider.status.error_message(), HasSubstr("organization"));
+  EXPECT_TRUE(outsider.response.grant().session_token().empty());
+}
+
+TEST_F(FederatedSignInTest, AProviderErrorIsAnInvalidArgumentWithoutASession) {
+  Outcome unknown = SignIn("google", "nobody");  // the provider answers access_denied
+  EXPECT_EQ(unknown.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(unknown.status.error_message(), HasSubstr("access_denied"));
+}
+
+}  // namespace
+}  // namespace tidepool
