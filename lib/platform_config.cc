@@ -112,6 +112,11 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
 
 // Checks rules that span keys. Port 0 (any free port) may repeat.
 absl::Status CheckWhole(const PlatformConfig& config, absl::string_view name) {
+  if (!config.auth.local_accounts && config.auth.providers.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": no way to sign in: 'auth.local_accounts' is false and 'auth.providers' is "
+              "empty"));
+  }
   if (!config.secrets.master_key_file.empty() && !config.secrets.master_key_env.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(name, ": set at most one of 'secrets.master_key_file' and "

@@ -426,16 +426,17 @@ grpc::Status AuthServiceImpl::ListUsers(grpc::ServerContext* context,
     }
     role = *parsed;
   }
-  absl::StatusOr<UserPage> page = auth_.ListUsers(
-      request->query(), role, request->page().page_size(), request->page().page_token());
+  std::optional<bool> suspended;
+  if (request->state() != v1::USER_STATE_UNSPECIFIED) {
+    suspended = request->state() == v1::USER_STATE_SUSPENDED;
+  }
+  absl::StatusOr<UserPage> page = auth_.ListUsers(request->query(), role,
+                                                  request->page().page_size(),
+                                                  request->page().page_token(), suspended);
   if (!page.ok()) {
     return ToGrpcStatus(page.status());
   }
   for (const UserRecord& user : page->users) {
-    const bool suspended_wanted = request->state() == v1::USER_STATE_SUSPENDED;
-    if (request->state() != v1::USER_STATE_UNSPECIFIED && user.suspended != suspended_wanted) {
-      continue;
-    }
     ToProto(user, response->add_users());
   }
   response->mutable_page()->set_next_page_token(page->next_page_token);
@@ -454,6 +455,20 @@ grpc::Status AuthServiceImpl::GetUser(grpc::ServerContext* context,
     return ToGrpcStatus(user.status());
   }
   ToProto(*user, response->mutable_user());
+  if (absl::StatusOr<std::vector<IdentityRecord>> identities = auth_.ListIdentities(*target);
+      identities.ok()) {
+    for (const IdentityRecord& identity : *identities) {
+      v1::LinkedIdentity* out = response->mutable_user()->add_identities();
+      out->set_provider_id(identity.provider_id);
+      out->set_provider_kind(ProviderKindToProto(identity.kind));
+      out->set_subject(identity.subject);
+      out->set_email(identity.email);
+      *out->mutable_link_time() = Stamp(identity.link_time);
+      if (identity.last_sign_in_time.has_value()) {
+        *out->mutable_last_sign_in_time() = Stamp(*identity.last_sign_in_time);
+      }
+    }
+  }
   return grpc::Status::OK;
 }
 

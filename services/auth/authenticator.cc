@@ -340,8 +340,9 @@ absl::StatusOr<KeyRotation> Authenticator::RotateSigningKey(const Actor& actor,
 
 absl::StatusOr<UserPage> Authenticator::ListUsers(absl::string_view query,
                                                   std::optional<UserRole> role, int page_size,
-                                                  absl::string_view page_token) {
-  TP_ASSIGN_OR_RETURN(UserPage page, users_->List(query, role, page_size, page_token));
+                                                  absl::string_view page_token,
+                                                  std::optional<bool> suspended) {
+  TP_ASSIGN_OR_RETURN(UserPage page, users_->List(query, role, page_size, page_token, suspended));
   for (UserRecord& user : page.users) {
     user.password_hash.clear();
   }

@@ -114,7 +114,8 @@ class Authenticator {
   absl::StatusOr<KeyRotation> RotateSigningKey(const Actor& actor, absl::string_view reason);
 
   absl::StatusOr<UserPage> ListUsers(absl::string_view query, std::optional<UserRole> role,
-                                     int page_size, absl::string_view page_token);
+                                     int page_size, absl::string_view page_token,
+                                     std::optional<bool> suspended = std::nullopt);
   absl::StatusOr<UserRecord> GetUser(absl::string_view user_id);
   // Returns the updated user and how many sessions were revoked.
   absl::StatusOr<std::pair<UserRecord, int>> SetUserRole(const Actor& actor,

@@ -63,6 +63,27 @@ absl::Status ProviderError(const std::string& error, std::string* reason) {
                              "); try again or use another sign-in method"));
 }
 
+// The provider's default scopes followed by the configured extra ones, without repeats.
+std::string ScopeList(std::vector<std::string> scopes, const std::vector<std::string>& extra) {
+  for (const std::string& scope : extra) {
+    if (std::find(scopes.begin(), scopes.end(), scope) == scopes.end()) scopes.push_back(scope);
+  }
+  return absl::StrJoin(scopes, " ");
+}
+
+// The authorization code from a callback, after refusing a provider error or a missing code.
+absl::StatusOr<std::string> CallbackCode(const CallbackContext& callback, std::string* reason) {
+  if (const std::string* error = Param(callback, "error")) {
+    return ProviderError(*error, reason);
+  }
+  const std::string* code = Param(callback, "code");
+  if (code == nullptr || code->empty() || code->size() > 2048) {
+    return Refuse(reason, "code_missing", absl::StatusCode::kInvalidArgument,
+                  "the sign-in response has no authorization code");
+  }
+  return *code;
+}
+
 std::string EmailDomain(const std::string& email) {
   const size_t at = email.rfind('@');
   return at == std::string::npos ? std::string() : absl::AsciiStrToLower(email.substr(at + 1));
@@ -95,15 +116,12 @@ class OidcProvider final : public FederatedProvider {
                                                const std::string& state, const std::string& nonce,
                                                const std::string& code_challenge) override {
     TP_ASSIGN_OR_RETURN(OidcMetadata metadata, Metadata());
-    std::vector<std::string> scopes = {"openid", "email", "profile"};
-    for (const std::string& scope : config_.scopes) {
-      if (std::find(scopes.begin(), scopes.end(), scope) == scopes.end()) scopes.push_back(scope);
-    }
+    const std::string scopes = ScopeList({"openid", "email", "profile"}, config_.scopes);
     return AppendQuery(metadata.authorization_endpoint,
                        {{"response_type", "code"},
                         {"client_id", config_.client_id},
                         {"redirect_uri", redirect_uri},
-                        {"scope", absl::StrJoin(scopes, " ")},
+                        {"scope", scopes},
                         {"state", state},
                         {"nonce", nonce},
                         {"code_challenge", code_challenge},
@@ -128,14 +146,10 @@ class OidcProvider final : public FederatedProvider {
       return Refuse(reason, "issuer_missing", absl::StatusCode::kUnauthenticated,
                     "the sign-in response does not name its issuer");
     }
-    const std::string* code = Param(callback, "code");
-    if (code == nullptr || code->empty() || code->size() > 2048) {
-      return Refuse(reason, "code_missing", absl::StatusCode::kInvalidArgument,
-                    "the sign-in response has no authorization code");
-    }
+    TP_ASSIGN_OR_RETURN(const std::string code, CallbackCode(callback, reason));
     std::vector<std::pair<std::string, std::string>> form = {
         {"grant_type", "authorization_code"},
-        {"code", *code},
+        {"code", code},
         {"redirect_uri", callback.redirect_uri},
         {"code_verifier", callback.code_verifier}};
     HttpRequestOptions options;
@@ -313,15 +327,13 @@ class GitHubProvider final : public FederatedProvider {
   absl::StatusOr<std::string> AuthorizationUrl(const std::string& redirect_uri,
                                                const std::string& state, const std::string&,
                                                const std::string& code_challenge) override {
-    std::vector<std::string> scopes = {"read:user", "user:email"};
-    if (!config_.allowed_github_orgs.empty()) scopes.push_back("read:org");
-    for (const std::string& scope : config_.scopes) {
-      if (std::find(scopes.begin(), scopes.end(), scope) == scopes.end()) scopes.push_back(scope);
-    }
+    std::vector<std::string> defaults = {"read:user", "user:email"};
+    if (!config_.allowed_github_orgs.empty()) defaults.push_back("read:org");
+    const std::string scopes = ScopeList(std::move(defaults), config_.scopes);
     return AppendQuery(absl::StrCat(config_.github_web_url, "/login/oauth/authorize"),
                        {{"client_id", config_.client_id},
                         {"redirect_uri", redirect_uri},
-                        {"scope", absl::StrJoin(scopes, " ")},
+                        {"scope", scopes},
                         {"state", state},
                         {"code_challenge", code_challenge},
                         {"code_challenge_method", "S256"}});
@@ -329,21 +341,14 @@ class GitHubProvider final : public FederatedProvider {
 
   absl::StatusOr<ExternalIdentity> Complete(const CallbackContext& callback,
                                             std::string* reason) override {
-    if (const std::string* error = Param(callback, "error")) {
-      return ProviderError(*error, reason);
-    }
-    const std::string* code = Param(callback, "code");
-    if (code == nullptr || code->empty() || code->size() > 2048) {
-      return Refuse(reason, "code_missing", absl::StatusCode::kInvalidArgument,
-                    "the sign-in response has no authorization code");
-    }
+    TP_ASSIGN_OR_RETURN(const std::string code, CallbackCode(callback, reason));
     HttpRequestOptions options;
     options.headers.emplace_back("Accept", "application/json");
     absl::StatusOr<HttpResponse> response =
         HttpPostForm(absl::StrCat(config_.github_web_url, "/login/oauth/access_token"),
                      {{"client_id", config_.client_id},
                       {"client_secret", client_secret_},
-                      {"code", *code},
+                      {"code", code},
                       {"redirect_uri", callback.redirect_uri},
                       {"code_verifier", callback.code_verifier}},
                      options);

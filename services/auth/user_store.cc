@@ -48,22 +48,9 @@ constexpr absl::string_view kSchema =
     "  used INTEGER NOT NULL DEFAULT 0);";
 
 // Databases created before federated sign-in had a UNIQUE e-mail over all users and no
-// `local` column; rebuild that table once, keeping every row as a local account.
-constexpr absl::string_view kUpgradeUsersV1 =
-    "ALTER TABLE users RENAME TO users_v1;"
-    "CREATE TABLE users ("
-    "  user_id TEXT PRIMARY KEY,"
-    "  email TEXT NOT NULL,"
-    "  display_name TEXT NOT NULL,"
-    "  role INTEGER NOT NULL,"
-    "  suspended INTEGER NOT NULL DEFAULT 0,"
-    "  suspend_reason TEXT NOT NULL DEFAULT '',"
-    "  timezone TEXT NOT NULL DEFAULT '',"
-    "  password_hash TEXT NOT NULL DEFAULT '',"
-    "  create_us INTEGER NOT NULL,"
-    "  last_sign_in_us INTEGER,"
-    "  version INTEGER NOT NULL DEFAULT 1,"
-    "  local INTEGER NOT NULL DEFAULT 1);"
+// `local` column; that table is renamed, recreated from kUsersTable and copied back once,
+// keeping every row as a local account.
+constexpr absl::string_view kUpgradeUsersV1Copy =
     "INSERT INTO users (user_id, email, display_name, role, suspended, suspend_reason, timezone,"
     "  password_hash, create_us, last_sign_in_us, version, local)"
     "  SELECT user_id, email, display_name, role, suspended, suspend_reason, timezone,"
@@ -136,14 +123,20 @@ bool IsValidTimezone(absl::string_view name) {
 absl::StatusOr<std::unique_ptr<UserStore>> UserStore::Open(SqliteDb& db, Clock& clock) {
   auto store = std::unique_ptr<UserStore>(new UserStore(db, clock));
   absl::MutexLock lock(&store->mu_);
-  TP_ASSIGN_OR_RETURN(Statement columns,
-                      db.Prepare("SELECT count(*) FROM pragma_table_info('users') WHERE name IN "
-                                 "('user_id', 'local')"));
-  TP_RETURN_IF_ERROR(columns.Step().status());
-  const int64_t found = columns.ColumnInt(0);
+  int64_t found = 0;
+  {
+    // Finalized before the schema changes below (an open statement locks the table).
+    TP_ASSIGN_OR_RETURN(Statement columns,
+                        db.Prepare("SELECT count(*) FROM pragma_table_info('users') WHERE name "
+                                   "IN ('user_id', 'local')"));
+    TP_RETURN_IF_ERROR(columns.Step().status());
+    found = columns.ColumnInt(0);
+  }
   TP_ASSIGN_OR_RETURN(Transaction txn, db.Begin());
   if (found == 1) {
-    TP_RETURN_IF_ERROR(db.Exec(kUpgradeUsersV1));
+    TP_RETURN_IF_ERROR(db.Exec("ALTER TABLE users RENAME TO users_v1;"));
+    TP_RETURN_IF_ERROR(db.Exec(kUsersTable));
+    TP_RETURN_IF_ERROR(db.Exec(kUpgradeUsersV1Copy));
   } else {
     TP_RETURN_IF_ERROR(db.Exec(kUsersTable));
   }
@@ -322,7 +315,8 @@ absl::StatusOr<int64_t> UserStore::Count() {
 }
 
 absl::StatusOr<UserPage> UserStore::List(absl::string_view query, std::optional<UserRole> role,
-                                         int page_size, absl::string_view page_token) {
+                                         int page_size, absl::string_view page_token,
+                                         std::optional<bool> suspended) {
   if (page_size < 0) {
     return absl::InvalidArgumentError("page_size must not be negative");
   }
@@ -341,6 +335,9 @@ absl::StatusOr<UserPage> UserStore::List(absl::string_view query, std::optional<
                    "(instr(lower(email), ?) > 0 OR instr(lower(display_name), ?) > 0)");
   if (role.has_value()) {
     absl::StrAppend(&sql, " AND role = ", static_cast<int>(*role));
+  }
+  if (suspended.has_value()) {
+    absl::StrAppend(&sql, " AND suspended = ", *suspended ? 1 : 0);
   }
   absl::StrAppend(&sql, " ORDER BY rowid LIMIT ?");
   const std::string needle = absl::AsciiStrToLower(query);

@@ -42,8 +42,8 @@ struct IdentityRecord {
   std::string kind;
   std::string subject;
   std::string email;  // as last reported; display only, never a key
-  absl::Time link_time;
-  std::optional<absl::Time> last_sign_in_time;
+  absl::Time link_time = absl::InfinitePast();
+  std::optional<absl::Time> last_sign_in_time = std::nullopt;
 };
 
 // One page of users.
@@ -85,8 +85,11 @@ class UserStore {
 
   // Users whose email or display name contains `query` (case-insensitive), optionally only
   // one role, ordered by creation. INVALID_ARGUMENT for a bad page token or size.
+  // `suspended`, when set, keeps only suspended (true) or active (false) users; the filter is
+  // part of the query, so a page is short only at the end.
   absl::StatusOr<UserPage> List(absl::string_view query, std::optional<UserRole> role,
-                                int page_size, absl::string_view page_token);
+                                int page_size, absl::string_view page_token,
+                                std::optional<bool> suspended = std::nullopt);
 
   // Each change bumps `version`. ABORTED when `expected_version` (non-zero) differs;
   // NOT_FOUND if the user is absent.

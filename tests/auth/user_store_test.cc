@@ -1,5 +1,6 @@
 #include "services/auth/user_store.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fake_clock.h"
@@ -112,6 +113,90 @@ TEST_F(UserStoreTest, ListsSearchesAndPages) {
   EXPECT_TRUE(admins->users.empty());
   EXPECT_THAT(store_->List("", std::nullopt, 10, "garbage"),
               StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(UserStoreTest, StateFilterIsPartOfThePageQuery) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    absl::StatusOr<UserRecord> user =
+        store_->CreateLocalUser(absl::StrCat("u", i, "@example.org"), "", UserRole::kUser);
+    ASSERT_THAT(user, IsOk());
+    ids.push_back(user->user_id);
+  }
+  ASSERT_THAT(store_->SetSuspended(ids[4], true, "x"), IsOk());
+  ASSERT_THAT(store_->SetSuspended(ids[5], true, "y"), IsOk());
+  // The first page of suspended users is full although they were created last.
+  absl::StatusOr<UserPage> suspended = store_->List("", std::nullopt, 2, "", true);
+  ASSERT_THAT(suspended, IsOk());
+  ASSERT_EQ(suspended->users.size(), 2u);
+  EXPECT_EQ(suspended->users[0].user_id, ids[4]);
+  EXPECT_EQ(suspended->users[1].user_id, ids[5]);
+  absl::StatusOr<UserPage> active = store_->List("", std::nullopt, 10, "", false);
+  ASSERT_THAT(active, IsOk());
+  EXPECT_EQ(active->users.size(), 4u);
+}
+
+TEST_F(UserStoreTest, FederatedAccountsAreKeyedOnTheIdentityNeverTheEmail) {
+  ASSERT_THAT(store_->CreateLocalUser("ceo@contoso.example", "", UserRole::kAdmin), IsOk());
+  IdentityRecord victim{.provider_id = "microsoft", .kind = "microsoft",
+                        .subject = "tenant-a/oid-1", .email = "ceo@contoso.example"};
+  IdentityRecord attacker = victim;
+  attacker.subject = "tenant-b/oid-9";
+  absl::StatusOr<UserRecord> first = store_->CreateFederatedUser(victim, "CEO");
+  ASSERT_THAT(first, IsOk());
+  absl::StatusOr<UserRecord> second = store_->CreateFederatedUser(attacker, "Not CEO");
+  ASSERT_THAT(second, IsOk()) << "the same e-mail from another identity is another account";
+  EXPECT_NE(first->user_id, second->user_id);
+  EXPECT_FALSE(first->local);
+  EXPECT_EQ(first->role, UserRole::kUser);
+  EXPECT_THAT(store_->CreateFederatedUser(victim, "again").status(),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+  absl::StatusOr<UserRecord> found = store_->FindByIdentity("microsoft", "tenant-a/oid-1");
+  ASSERT_THAT(found, IsOk());
+  EXPECT_EQ(found->user_id, first->user_id);
+  // E-mail lookups (local sign-in) only ever see the local account.
+  absl::StatusOr<UserRecord> local = store_->FindByEmail("ceo@contoso.example");
+  ASSERT_THAT(local, IsOk());
+  EXPECT_TRUE(local->local);
+  EXPECT_EQ(local->role, UserRole::kAdmin);
+  EXPECT_THAT(store_->FindByIdentity("microsoft", "tenant-c/oid-1").status(),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST(UserStoreUpgradeTest, ADatabaseFromBeforeFederatedSignInIsUpgradedInPlace) {
+  tidepool::testing::ScopedTempDir tmp;
+  tidepool::testing::FakeClock clock{absl::FromUnixSeconds(1'800'000'000)};
+  absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(tmp.Join("auth.db"), SqliteOptions{});
+  ASSERT_THAT(db, IsOk());
+  // The schema as the previous release created it.
+  ASSERT_THAT((*db)->Exec("CREATE TABLE users (user_id TEXT PRIMARY KEY, email TEXT NOT NULL "
+                          "UNIQUE, display_name TEXT NOT NULL, role INTEGER NOT NULL, suspended "
+                          "INTEGER NOT NULL DEFAULT 0, suspend_reason TEXT NOT NULL DEFAULT '', "
+                          "timezone TEXT NOT NULL DEFAULT '', password_hash TEXT NOT NULL DEFAULT "
+                          "'', create_us INTEGER NOT NULL, last_sign_in_us INTEGER, version "
+                          "INTEGER NOT NULL DEFAULT 1);"
+                          "INSERT INTO users (user_id, email, display_name, role, create_us, "
+                          "password_hash) VALUES ('u_old', 'old@example.org', 'Old', 2, 1, 'h');"),
+              IsOk());
+  absl::StatusOr<std::unique_ptr<UserStore>> store = UserStore::Open(**db, clock);
+  ASSERT_THAT(store, IsOk());
+  absl::StatusOr<UserRecord> old = (*store)->FindByEmail("old@example.org");
+  ASSERT_THAT(old, IsOk());
+  EXPECT_EQ(old->user_id, "u_old");
+  EXPECT_EQ(old->role, UserRole::kAdmin);
+  EXPECT_EQ(old->password_hash, "h");
+  EXPECT_TRUE(old->local);
+  // Local e-mails stay unique; a federated account may share one.
+  EXPECT_THAT((*store)->CreateLocalUser("old@example.org", "", UserRole::kUser).status(),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_THAT((*store)->CreateFederatedUser(
+                  {.provider_id = "google", .kind = "google", .subject = "x#1",
+                   .email = "old@example.org"},
+                  "Other"),
+              IsOk());
+  // Opening again changes nothing.
+  store->reset();
+  ASSERT_THAT(UserStore::Open(**db, clock), IsOk());
 }
 
 TEST_F(UserStoreTest, SetupTokensAreSingleUseAndExpire) {
