@@ -69,36 +69,36 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
                   absl::Seconds(60));
   schema.Int("audit.checkpoint_every_records", &config.audit.checkpoint_every_records, 1, 1000);
   schema.Bool("audit.checkpoint_append_only", &config.audit.checkpoint_append_only);
-  schema.String("secrets.master_key_file", &config.secrets.master_key_file,
-                [](const std::string& v) {
-                  return v.empty() || (v.front() == '/' && CheckPath(v).empty())
-                             ? ""
-                             : "must be an absolute path (or empty for <data_dir>/secrets/master.key)";
-                });
-  schema.String("secrets.master_key_env", &config.secrets.master_key_env,
-                [](const std::string& v) {
-                  const bool name_ok =
-                      v.size() <= 128 && (v.empty() || !std::isdigit(static_cast<unsigned char>(v[0]))) &&
-                      v.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == std::string::npos;
-                  return name_ok ? "" : "must be an environment variable name such as TIDEPOOL_MASTER_KEY";
-                });
+  schema.String(
+      "secrets.master_key_file", &config.secrets.master_key_file, [](const std::string& v) {
+        return v.empty() || (v.front() == '/' && CheckPath(v).empty())
+                   ? ""
+                   : "must be an absolute path (or empty for <data_dir>/secrets/master.key)";
+      });
+  schema.String("secrets.master_key_env", &config.secrets.master_key_env, [](const std::string& v) {
+    const bool name_ok =
+        v.size() <= 128 && (v.empty() || !std::isdigit(static_cast<unsigned char>(v[0]))) &&
+        v.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == std::string::npos;
+    return name_ok ? "" : "must be an environment variable name such as TIDEPOOL_MASTER_KEY";
+  });
   schema.Int("secrets.max_value_bytes", &config.secrets.max_value_bytes, 256, 65536);
   schema.Int("secrets.max_secrets_per_user", &config.secrets.max_secrets_per_user, 1, 10000);
-  schema.Custom("secrets.auto_rotate_operations",
-                [&config](const YAML::Node& node, const std::string& where) -> absl::Status {
-                  constexpr int64_t kMin = 1000000;
-                  constexpr int64_t kMax = 3865470566;
-                  int64_t value = 0;
-                  if (!node.IsScalar() || !absl::SimpleAtoi(node.Scalar(), &value) ||
-                      value < kMin || value > kMax) {
-                    return absl::InvalidArgumentError(absl::StrCat(
-                        where, " must be an integer in [", kMin, ", ", kMax, "]",
-                        node.IsScalar() ? absl::StrCat(", got \"", node.Scalar().substr(0, 40), "\"")
-                                        : std::string()));
-                  }
-                  config.secrets.auto_rotate_operations = value;
-                  return absl::OkStatus();
-                });
+  schema.Custom(
+      "secrets.auto_rotate_operations",
+      [&config](const YAML::Node& node, const std::string& where) -> absl::Status {
+        constexpr int64_t kMin = 1000000;
+        constexpr int64_t kMax = 3865470566;
+        int64_t value = 0;
+        if (!node.IsScalar() || !absl::SimpleAtoi(node.Scalar(), &value) || value < kMin ||
+            value > kMax) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, " must be an integer in [", kMin, ", ", kMax, "]",
+              node.IsScalar() ? absl::StrCat(", got \"", node.Scalar().substr(0, 40), "\"")
+                              : std::string()));
+        }
+        config.secrets.auto_rotate_operations = value;
+        return absl::OkStatus();
+      });
   schema.Duration("secrets.auto_rotate_interval", &config.secrets.auto_rotate_interval,
                   absl::Hours(24), absl::Hours(24 * 365));
   for (const std::string& name : ServiceNames()) {
@@ -119,8 +119,9 @@ absl::Status CheckWhole(const PlatformConfig& config, absl::string_view name) {
   }
   if (!config.secrets.master_key_file.empty() && !config.secrets.master_key_env.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(name, ": set at most one of 'secrets.master_key_file' and "
-                           "'secrets.master_key_env'"));
+        absl::StrCat(name,
+                     ": set at most one of 'secrets.master_key_file' and "
+                     "'secrets.master_key_env'"));
   }
   std::map<int, std::string> used;
   for (const std::string& svc : ServiceNames()) {

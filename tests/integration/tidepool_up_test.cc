@@ -18,6 +18,7 @@
 #include "tests/testing/http_get.h"
 #include "tests/testing/status_matchers.h"
 #include "tidepool/audit/v1/audit_service.grpc.pb.h"
+#include "tidepool/scaler/v1/scaler_service.grpc.pb.h"
 #include "tidepool/secrets/v1/secrets_service.grpc.pb.h"
 
 namespace tidepool {
@@ -156,19 +157,18 @@ TEST_F(TidepoolUpTest, EveryMetricsPagePassesPromtool) {
 }
 
 TEST_F(TidepoolUpTest, UnbuiltRpcsAnswerUnimplementedNamingTheIssue) {
-  absl::StatusOr<RunInfo> info = platform_->Info("secrets");
+  absl::StatusOr<RunInfo> info = platform_->Info("scaler");
   ASSERT_THAT(info, IsOk());
-  absl::StatusOr<TlsIdentity> provisioner =
-      LoadTlsIdentity(platform_->data_dir() + "/pki", "provisioner");
-  ASSERT_THAT(provisioner, IsOk());
-  auto stub = secrets::v1::SecretsService::NewStub(DialPlatformService(*provisioner, info->grpc));
+  absl::StatusOr<TlsIdentity> cli = platform_->CliIdentity();
+  ASSERT_THAT(cli, IsOk());
+  auto stub = scaler::v1::ScalerService::NewStub(DialPlatformService(*cli, info->grpc));
   grpc::ClientContext context;
   context.set_deadline(In(absl::Seconds(5)));
-  secrets::v1::ResolveForWorkspaceRequest request;
-  secrets::v1::ResolveForWorkspaceResponse response;
-  grpc::Status status = stub->ResolveForWorkspace(&context, request, &response);
+  scaler::v1::GetIdleStatusRequest request;
+  scaler::v1::GetIdleStatusResponse response;
+  grpc::Status status = stub->GetIdleStatus(&context, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(status.error_message(), HasSubstr("issue #5"));
+  EXPECT_THAT(status.error_message(), HasSubstr("issue #9"));
 }
 
 TEST_F(TidepoolUpTest, TidepoolctlStatusFindsThePlatformFromTheDataDir) {

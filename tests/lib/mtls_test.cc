@@ -31,12 +31,9 @@ class MtlsTest : public ::testing::Test {
     ASSERT_THAT(EnsurePlatformPki(pki_dir(), PlatformIdentities()), IsOk());
     absl::StatusOr<TlsIdentity> server_identity = LoadTlsIdentity(pki_dir(), "secrets");
     ASSERT_THAT(server_identity, IsOk());
-    RealClock clock;
-    prometheus::Registry registry;
-    PlatformConfig config = DefaultPlatformConfig();
-    const std::string data_dir = tmp_.path();
+    data_dir_ = tmp_.path();
     absl::StatusOr<std::vector<HostedService>> hosted = secrets::SecretsServiceDefinition().create(
-        ServiceContext{config, data_dir, clock, registry, nullptr});
+        ServiceContext{config_, data_dir_, clock_, registry_, nullptr});
     ASSERT_THAT(hosted, IsOk());
     ServerRunnerOptions options;
     options.component = "secrets";
@@ -78,18 +75,20 @@ class MtlsTest : public ::testing::Test {
   }
 
   tidepool::testing::ScopedTempDir tmp_;
+  // The service keeps these (ServiceContext: references outlive the service).
+  RealClock clock_;
+  prometheus::Registry registry_;
+  PlatformConfig config_ = DefaultPlatformConfig();
+  std::string data_dir_;
   std::unique_ptr<ServerRunner> runner_;
   std::string target_;
 };
 
 TEST_F(MtlsTest, ProvisionerPassesTheAllowlist) {
   grpc::Status status = Resolve(DialPlatformService(Identity("provisioner"), target_));
-  // Allowed through: the handler itself answers that it is not built yet, naming the issue.
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(status.error_message(),
-              HasSubstr("tidepool.secrets.v1.SecretsService/ResolveForWorkspace is not "
-                        "implemented yet"));
-  EXPECT_THAT(status.error_message(), HasSubstr("issue #5"));
+  // Allowed through: the handler itself checks the request (it names no owner).
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("owner_user_id is malformed"));
 }
 
 TEST_F(MtlsTest, EveryOtherPlatformIdentityIsPermissionDenied) {
@@ -155,14 +154,14 @@ TEST_F(MtlsTest, HealthIsOpenToEveryPlatformIdentity) {
 
 TEST_F(MtlsTest, MetricsCountCallsByCodeAndShutdownStopsServing) {
   ASSERT_EQ(Resolve(DialPlatformService(Identity("provisioner"), target_)).error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+            grpc::StatusCode::INVALID_ARGUMENT);
   const std::string metrics_target = absl::StrCat("127.0.0.1:", runner_->metrics_port());
   absl::StatusOr<tidepool::testing::HttpResponse> metrics =
       tidepool::testing::HttpGet(metrics_target, "/metrics");
   ASSERT_THAT(metrics, IsOk());
   EXPECT_EQ(metrics->status, 200);
   EXPECT_THAT(metrics->body,
-              HasSubstr("tidepool_grpc_server_handled_total{grpc_code=\"UNIMPLEMENTED\","
+              HasSubstr("tidepool_grpc_server_handled_total{grpc_code=\"INVALID_ARGUMENT\","
                         "grpc_method=\"ResolveForWorkspace\",grpc_service=\"tidepool.secrets.v1."
                         "SecretsService\"} 1"));
   EXPECT_THAT(metrics->body, HasSubstr("tidepool_grpc_server_handling_seconds_bucket"));
