@@ -20,17 +20,24 @@ void PeriodicTask::Stop() {
   }
 }
 
+void PeriodicTask::RunSoon() {
+  absl::MutexLock lock(&mu_);
+  run_soon_ = true;
+  wake_.SignalAll();
+}
+
 void PeriodicTask::Loop() {
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
       const absl::Time deadline = absl::Now() + period_;
-      while (!stopping_ && absl::Now() < deadline) {
+      while (!stopping_ && !run_soon_ && absl::Now() < deadline) {
         wake_.WaitWithDeadline(&mu_, deadline);
       }
       if (stopping_) {
         return;
       }
+      run_soon_ = false;
     }
     fn_();
   }

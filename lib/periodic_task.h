@@ -20,6 +20,9 @@ class PeriodicTask {
   PeriodicTask& operator=(const PeriodicTask&) = delete;
 
   void Stop();
+  // Runs `fn` as soon as the thread is free (once, however often it is called meanwhile), then
+  // keeps the period from there.
+  void RunSoon();
 
  private:
   void Loop();
@@ -29,6 +32,7 @@ class PeriodicTask {
   absl::Mutex mu_;
   absl::CondVar wake_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool run_soon_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

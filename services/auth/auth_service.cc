@@ -638,6 +638,10 @@ ServiceDefinition AuthServiceDefinition() {
           *context.identity, context.data_dir, context.config.Service("provisioner"));
       options.provisioner = state->provisioner.get();
     }
+    // Requests reach the provisioner at once; the period only paces retries.
+    options.outbox_enqueued = [raw = state.get()] {
+      if (raw->outbox_drain != nullptr) raw->outbox_drain->RunSoon();
+    };
     absl::StatusOr<std::unique_ptr<Authenticator>> opened =
         Authenticator::Open(options, context.clock, context.audit);
     if (!opened.ok()) {

@@ -412,6 +412,7 @@ absl::StatusOr<std::pair<UserRecord, int>> Authenticator::SuspendUser(const Acto
     LogWarning("cannot queue the workspace stop for a suspended user",
                {{"user_id", std::string(user_id)}, {"error", std::string(queued.message())}});
   }
+  if (options_.outbox_enqueued) options_.outbox_enqueued();
   TP_ASSIGN_OR_RETURN(int revoked,
                       sessions_->RevokeAllForUser(user_id, RevokeReason::kUserSuspended));
   // TODO(tidepool): ask the provisioner to stop and hold the user's workspaces
@@ -433,6 +434,7 @@ absl::StatusOr<UserRecord> Authenticator::ReinstateUser(const Actor& actor,
     LogWarning("cannot queue the workspace release for a reinstated user",
                {{"user_id", std::string(user_id)}, {"error", std::string(queued.message())}});
   }
+  if (options_.outbox_enqueued) options_.outbox_enqueued();
   updated.password_hash.clear();
   return updated;
 }
@@ -684,6 +686,7 @@ absl::StatusOr<Grant> Authenticator::CompleteFederatedSignIn(
       LogWarning("cannot queue the new user's workspace",
                  {{"user_id", user->user_id}, {"error", std::string(queued.message())}});
     }
+    if (options_.outbox_enqueued) options_.outbox_enqueued();
   }
   TP_ASSIGN_OR_RETURN(SessionSecret secret, sessions_->Create(user->user_id));
   *return_path = state->return_path;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -51,6 +52,8 @@ struct AuthenticatorOptions {
   SignInStateStoreOptions signin_states;
   // Where workspace requests go (the provisioner); null keeps them queued.
   ProvisionerRequests* provisioner = nullptr;
+  // Called after a request is queued, so the outbox can be drained at once.
+  std::function<void()> outbox_enqueued = nullptr;
 };
 
 // What BeginFederatedSignIn returns.
