@@ -65,6 +65,14 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
   schema.Custom("auth.providers", [&config](const YAML::Node& node, const std::string& where) {
     return ParseIdentityProviders(node, where, &config.auth.providers);
   });
+  schema.String("provisioner.profiles_dir", &config.provisioner.profiles_dir, CheckPath);
+  schema.String("provisioner.default_profile", &config.provisioner.default_profile,
+                [](const std::string& v) { return v.empty() ? "must not be empty" : ""; });
+  schema.String("provisioner.supervisor_binary", &config.provisioner.supervisor_binary, CheckPath);
+  schema.Int("provisioner.memory_limit_mib", &config.provisioner.memory_limit_mib, 64, 1 << 20);
+  schema.Int("provisioner.pids_limit", &config.provisioner.pids_limit, 16, 1 << 20);
+  schema.Int("provisioner.cpu_millicores", &config.provisioner.cpu_millicores, 100, 256000);
+  schema.Int("provisioner.disk_quota_mib", &config.provisioner.disk_quota_mib, 64, 1 << 30);
   schema.Duration("audit.checkpoint_interval", &config.audit.checkpoint_interval, absl::Seconds(1),
                   absl::Seconds(60));
   schema.Int("audit.checkpoint_every_records", &config.audit.checkpoint_every_records, 1, 1000);

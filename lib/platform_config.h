@@ -73,6 +73,21 @@ struct SecretsConfig {
   absl::Duration auto_rotate_interval = absl::Hours(24 * 90);
 };
 
+// The provisioner's settings (section `provisioner`).
+struct ProvisionerConfig {
+  // Where tool profiles (*.yaml) live; empty means the profiles/ folder of the source tree.
+  std::string profiles_dir;
+  // The profile of a new workspace when the request names none.
+  std::string default_profile = "shell";
+  // The supervisor binary; empty means tidepool-supervisor beside the running binary.
+  std::string supervisor_binary;
+  // Per-workspace limits.
+  int memory_limit_mib = 1024;
+  int pids_limit = 256;
+  int cpu_millicores = 1000;
+  int disk_quota_mib = 10240;
+};
+
 // The whole of tidepool.yaml as this build understands it. Every field's initializer is its
 // default; LoadPlatformConfig() validates overrides. Later issues add per-service sections.
 struct PlatformConfig {
@@ -96,6 +111,7 @@ struct PlatformConfig {
 
   AuditConfig audit;
   AuthConfig auth;
+  ProvisionerConfig provisioner;
   SecretsConfig secrets;
 
   // Where people reach the platform in a browser (links printed or mailed point here).

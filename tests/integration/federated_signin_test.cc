@@ -23,6 +23,7 @@
 #include "tests/integration/platform_fixture.h"
 #include "tests/testing/status_matchers.h"
 #include "tidepool/auth/v1/auth_service.grpc.pb.h"
+#include "tidepool/provisioner/v1/workspace_service.grpc.pb.h"
 
 namespace tidepool {
 namespace {
@@ -35,6 +36,7 @@ using ::tidepool::testing::RunningPlatform;
 using ::tidepool::testing::ScopedTempDir;
 using ::tidepool::testing::Subprocess;
 namespace authpb = ::tidepool::auth::v1;
+namespace provisionerpb = ::tidepool::provisioner::v1;
 
 constexpr char kPublicUrl[] = "https://tidepool.test";
 constexpr char kTenantA[] = "11111111-1111-1111-1111-111111111111";
@@ -244,8 +246,15 @@ class FederatedSignInTest : public ::testing::Test {
         "\n      github_api_url: ", github_->base(),
         "\n      client_id: tidepool-github\n      client_secret_file: ", tmp_.Join("github.secret"),
         "\n      allowed_github_orgs: [acme]\n");
+    std::vector<std::vector<std::string>> commands = {{BinaryPath("tidepool-audit")},
+                                                      {BinaryPath("tidepool-auth")}};
+    std::vector<std::string> services = {"audit", "auth"};
+    if (with_provisioner_) {
+      commands.push_back({BinaryPath("tidepool-provisioner")});
+      services.push_back("provisioner");
+    }
     absl::StatusOr<std::unique_ptr<RunningPlatform>> platform = RunningPlatform::Start(
-        {{BinaryPath("tidepool-audit")}, {BinaryPath("tidepool-auth")}}, {"audit", "auth"},
+        commands, services,
         absl::Seconds(60),
         tidepool::testing::AllPortsZeroConfig(
             providers, absl::StrCat("platform:\n  public_url: ", kPublicUrl, "\n")));
@@ -298,6 +307,7 @@ class FederatedSignInTest : public ::testing::Test {
     return outcome;
   }
 
+  bool with_provisioner_ = false;
   ScopedTempDir tmp_;
   std::unique_ptr<NodeServer> google_;
   std::unique_ptr<NodeServer> microsoft_;
@@ -421,6 +431,76 @@ TEST_F(FederatedSignInTest, AProviderErrorIsAnInvalidArgumentWithoutASession) {
   Outcome unknown = SignIn("google", "nobody");  // the provider answers access_denied
   EXPECT_EQ(unknown.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(unknown.status.error_message(), HasSubstr("access_denied"));
+}
+
+// With the provisioner running too: a new user's first sign-in ends with their workspace
+// running (auth asks the provisioner through its outbox; the sandbox is real).
+class SignInProvisionsTest : public FederatedSignInTest {
+ protected:
+  void SetUp() override {
+    with_provisioner_ = true;
+    FederatedSignInTest::SetUp();
+    absl::StatusOr<TlsIdentity> cli = platform_->CliIdentity();
+    ASSERT_THAT(cli, IsOk());
+    absl::StatusOr<RunInfo> provisioner = platform_->Info("provisioner");
+    ASSERT_THAT(provisioner, IsOk());
+    workspaces_ = provisionerpb::WorkspaceService::NewStub(DialPlatformService(*cli, provisioner->grpc));
+  }
+
+  void TearDown() override {
+    // Sandboxes outlive the provisioner by design (they are re-adopted); remove them.
+    if (workspaces_ == nullptr) return;
+    provisionerpb::ListWorkspacesResponse list;
+    grpc::ClientContext context;
+    if (!workspaces_->ListWorkspaces(&context, {}, &list).ok()) return;
+    for (const auto& w : list.workspaces()) {
+      provisionerpb::DeleteWorkspaceRequest remove;
+      remove.set_workspace_id(w.workspace_id());
+      remove.set_confirm_workspace_id(w.workspace_id());
+      provisionerpb::DeleteWorkspaceResponse ignored;
+      grpc::ClientContext delete_context;
+      (void)workspaces_->DeleteWorkspace(&delete_context, remove, &ignored);
+    }
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline) {
+      provisionerpb::ListWorkspacesRequest deleted_only;
+      deleted_only.add_states(common::v1::WORKSPACE_STATE_DELETED);
+      provisionerpb::ListWorkspacesResponse deleted;
+      grpc::ClientContext poll;
+      if (workspaces_->ListWorkspaces(&poll, deleted_only, &deleted).ok() &&
+          deleted.workspaces_size() == list.workspaces_size()) {
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+  }
+
+  std::unique_ptr<provisionerpb::WorkspaceService::Stub> workspaces_;
+};
+
+TEST_F(SignInProvisionsTest, ANewUsersSignInEndsWithARunningWorkspace) {
+  const absl::Time start = absl::Now();
+  Outcome alice = SignIn("google", "alice");
+  ASSERT_TRUE(alice.status.ok()) << alice.status.error_message();
+  const std::string user_id = alice.response.grant().user().user_id();
+  provisionerpb::Workspace workspace;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline) {
+    provisionerpb::ListWorkspacesRequest request;
+    request.set_owner_user_id(user_id);
+    provisionerpb::ListWorkspacesResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(workspaces_->ListWorkspaces(&context, request, &response).ok());
+    if (response.workspaces_size() == 1) workspace = response.workspaces(0);
+    if (workspace.state() == common::v1::WORKSPACE_STATE_RUNNING) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_EQ(workspace.state(), common::v1::WORKSPACE_STATE_RUNNING)
+      << workspace.ShortDebugString();
+  EXPECT_EQ(workspace.owner_user_id(), user_id);
+  EXPECT_EQ(workspace.profile(), "shell");
+  std::cerr << "sign-in (through the IdP) to a running workspace: "
+            << absl::FormatDuration(absl::Now() - start) << "\n";
 }
 
 }  // namespace

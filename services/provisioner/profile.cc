@@ -1,0 +1,132 @@
+#include "services/provisioner/profile.h"
+
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "lib/file_util.h"
+#include "yaml-cpp/yaml.h"
+
+namespace tidepool::provisioner {
+namespace {
+
+const std::set<std::string>& Placeholders() {
+  static const auto* const kNames =
+      new std::set<std::string>{"workspace_id", "owner_user_id", "timezone", "profile"};
+  return *kNames;
+}
+
+absl::Status Bad(absl::string_view source, absl::string_view message) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", message));
+}
+
+bool SafeRelativePath(const std::string& path) {
+  if (path.empty() || path.size() > 255 || path.front() == '/') return false;
+  for (const auto& part : std::filesystem::path(path)) {
+    if (part == ".." || part == ".") return false;
+  }
+  return path.find('\0') == std::string::npos;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> RenderTemplate(absl::string_view text,
+                                           const std::map<std::string, std::string>& values) {
+  std::string out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const size_t open = text.find("{{", pos);
+    if (open == absl::string_view::npos) {
+      absl::StrAppend(&out, text.substr(pos));
+      break;
+    }
+    const size_t close = text.find("}}", open + 2);
+    if (close == absl::string_view::npos) {
+      return absl::InvalidArgumentError("a template has an unclosed {{");
+    }
+    absl::StrAppend(&out, text.substr(pos, open - pos));
+    const std::string name(text.substr(open + 2, close - open - 2));
+    auto it = values.find(name);
+    if (it == values.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown template placeholder {{", name, "}}"));
+    }
+    out.append(it->second);
+    pos = close + 2;
+  }
+  return out;
+}
+
+absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_view source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    return Bad(source, e.what());
+  }
+  if (!root.IsMap()) return Bad(source, "a profile must be a map");
+  ToolProfile profile;
+  static const std::set<std::string> kKeys = {"name", "description", "command", "env", "files"};
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    const std::string key = it->first.as<std::string>("");
+    if (!kKeys.count(key)) return Bad(source, absl::StrCat("unknown key '", key, "'"));
+  }
+  if (!root["name"].IsScalar()) return Bad(source, "needs a name");
+  profile.name = root["name"].Scalar();
+  if (root["description"].IsScalar()) profile.description = root["description"].Scalar();
+  if (!root["command"].IsSequence() || root["command"].size() == 0) {
+    return Bad(source, "needs a command (a list: the program and its arguments)");
+  }
+  for (const auto& arg : root["command"]) {
+    if (!arg.IsScalar()) return Bad(source, "command items must be strings");
+    profile.command.push_back(arg.Scalar());
+  }
+  if (profile.command.front().empty() || profile.command.front().front() != '/') {
+    return Bad(source, "the command's program must be an absolute path");
+  }
+  if (root["env"]) {
+    if (!root["env"].IsMap()) return Bad(source, "env must be a map");
+    for (auto it = root["env"].begin(); it != root["env"].end(); ++it) {
+      if (!it->second.IsScalar()) return Bad(source, "env values must be strings");
+      profile.env[it->first.Scalar()] = it->second.Scalar();
+    }
+  }
+  if (root["files"]) {
+    if (!root["files"].IsSequence()) return Bad(source, "files must be a list");
+    std::map<std::string, std::string> probe;
+    for (const std::string& name : Placeholders()) probe[name] = "x";
+    for (const auto& file : root["files"]) {
+      if (!file.IsMap() || !file["path"].IsScalar() || !file["template"].IsScalar()) {
+        return Bad(source, "each file needs path and template");
+      }
+      StampedFileTemplate entry{file["path"].Scalar(), file["template"].Scalar()};
+      if (!SafeRelativePath(entry.path)) {
+        return Bad(source, absl::StrCat("file path '", entry.path, "' must be relative, without '..'"));
+      }
+      if (absl::Status ok = RenderTemplate(entry.text, probe).status(); !ok.ok()) {
+        return Bad(source, ok.message());
+      }
+      profile.files.push_back(std::move(entry));
+    }
+  }
+  return profile;
+}
+
+absl::StatusOr<std::map<std::string, ToolProfile>> LoadProfiles(const std::string& dir) {
+  std::error_code ec;
+  std::map<std::string, ToolProfile> profiles;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().extension() != ".yaml") continue;
+    absl::StatusOr<std::string> text = ReadFileToString(entry.path().string());
+    if (!text.ok()) return text.status();
+    absl::StatusOr<ToolProfile> profile = ParseProfile(*text, entry.path().string());
+    if (!profile.ok()) return profile.status();
+    const std::string name = profile->name;
+    profiles.emplace(name, *std::move(profile));
+  }
+  if (ec) return absl::NotFoundError(absl::StrCat("cannot read the profiles directory ", dir));
+  if (profiles.empty()) return absl::NotFoundError(absl::StrCat("no profiles in ", dir));
+  return profiles;
+}
+
+}  // namespace tidepool::provisioner

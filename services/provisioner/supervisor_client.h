@@ -1,0 +1,23 @@
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace tidepool::provisioner {
+
+struct SupervisorReply {
+  int status = 0;
+  std::string body;
+};
+
+// POSTs `body` (JSON) to `path` on the supervisor listening at `socket_path`, with the
+// workspace credential. UNAVAILABLE if the socket cannot be reached or answers nothing within
+// `timeout`.
+absl::StatusOr<SupervisorReply> PostToSupervisor(const std::string& socket_path,
+                                                 const std::string& path,
+                                                 const std::string& credential,
+                                                 const std::string& body, absl::Duration timeout);
+
+}  // namespace tidepool::provisioner

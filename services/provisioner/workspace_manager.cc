@@ -1,0 +1,486 @@
+#include "services/provisioner/workspace_manager.h"
+
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "lib/crypto/crypto.h"
+#include "lib/file_util.h"
+#include "lib/log.h"
+#include "lib/status_macros.h"
+#include "lib/workspace_credential.h"
+#include "nlohmann/json.hpp"
+#include "services/provisioner/supervisor_client.h"
+
+namespace tidepool::provisioner {
+namespace {
+
+namespace commonpb = ::tidepool::common::v1;
+
+constexpr size_t kMaxEvents = 10000;
+
+bool Settled(const WorkspaceRecord& w) {
+  return w.state == w.desired_state || w.state == commonpb::WORKSPACE_STATE_FAILED;
+}
+
+std::string StateName(WorkspaceState state) {
+  std::string name = commonpb::WorkspaceState_Name(state);
+  const std::string prefix = "WORKSPACE_STATE_";
+  return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
+}
+
+}  // namespace
+
+WorkspaceManager::WorkspaceManager(WorkspaceManagerOptions options, WorkspaceStore& store,
+                                   Runtime& runtime, Clock& clock, AuditEmitter* audit)
+    : options_(std::move(options)), store_(store), runtime_(runtime), clock_(clock), audit_(audit) {}
+
+WorkspaceManager::~WorkspaceManager() { Stop(); }
+
+std::string WorkspaceManager::SocketPath(const std::string& workspace_id) const {
+  return absl::StrCat(options_.dir, "/sockets/", workspace_id, "/supervisor.sock");
+}
+
+std::string WorkspaceManager::VolumeDir(const std::string& workspace_id) const {
+  return absl::StrCat(options_.dir, "/volumes/", workspace_id);
+}
+
+absl::Status WorkspaceManager::Start() {
+  for (const char* sub : {"", "/volumes", "/sockets", "/stamps"}) {
+    std::error_code ec;
+    std::filesystem::create_directories(options_.dir + sub, ec);
+    std::filesystem::permissions(options_.dir + sub, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
+    if (ec) {
+      return absl::UnavailableError(absl::StrCat("cannot prepare ", options_.dir, sub, ": ",
+                                                 ec.message()));
+    }
+  }
+  TP_ASSIGN_OR_RETURN(std::vector<WorkspaceRecord> live, store_.ListLive());
+  {
+    absl::MutexLock lock(&queue_mu_);
+    stopping_ = false;
+  }
+  for (int i = 0; i < std::max(1, options_.workers); ++i) {
+    workers_.emplace_back([this] { WorkerLoop(); });
+  }
+  for (const WorkspaceRecord& workspace : live) {
+    Enqueue(workspace.workspace_id);
+  }
+  return absl::OkStatus();
+}
+
+void WorkspaceManager::Stop() {
+  {
+    absl::MutexLock lock(&queue_mu_);
+    stopping_ = true;
+  }
+  for (std::thread& worker : workers_) {
+    if (worker.joinable()) worker.join();
+  }
+  workers_.clear();
+}
+
+void WorkspaceManager::Enqueue(const std::string& workspace_id) {
+  absl::MutexLock lock(&queue_mu_);
+  if (busy_.count(workspace_id)) {
+    again_.insert(workspace_id);  // picked up again when the current pass ends
+    return;
+  }
+  if (queued_.insert(workspace_id).second) {
+    queue_.push_back(workspace_id);
+  }
+}
+
+void WorkspaceManager::WorkerLoop() {
+  for (;;) {
+    std::string id;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+        return stopping_ || !queue_.empty();
+      };
+      queue_mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(500));
+      if (stopping_) return;
+      if (queue_.empty()) continue;
+      id = queue_.front();
+      queue_.pop_front();
+      queued_.erase(id);
+      busy_.insert(id);
+    }
+    Reconcile(id);
+    absl::MutexLock lock(&queue_mu_);
+    busy_.erase(id);
+    if (again_.erase(id) && queued_.insert(id).second) {
+      queue_.push_back(id);
+    }
+  }
+}
+
+void WorkspaceManager::Publish(const WorkspaceRecord& record) {
+  absl::MutexLock lock(&events_mu_);
+  events_.push_back(WorkspaceEvent{++sequence_, record});
+  while (events_.size() > kMaxEvents) events_.pop_front();
+}
+
+uint64_t WorkspaceManager::LatestSequence() {
+  absl::MutexLock lock(&events_mu_);
+  return sequence_;
+}
+
+std::vector<WorkspaceEvent> WorkspaceManager::EventsAfter(uint64_t after_sequence,
+                                                          absl::Time deadline) {
+  absl::MutexLock lock(&events_mu_);
+  auto newer = [this, after_sequence]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(events_mu_) {
+    return sequence_ > after_sequence;
+  };
+  events_mu_.AwaitWithDeadline(absl::Condition(&newer), deadline);
+  std::vector<WorkspaceEvent> out;
+  for (const WorkspaceEvent& event : events_) {
+    if (event.sequence > after_sequence) out.push_back(event);
+  }
+  return out;
+}
+
+void WorkspaceManager::Observe(const std::string& workspace_id, WorkspaceState state,
+                               const std::string& reason) {
+  absl::StatusOr<WorkspaceRecord> before = store_.Get(workspace_id);
+  absl::StatusOr<WorkspaceRecord> after = store_.SetObserved(workspace_id, state, reason);
+  if (!after.ok()) {
+    LogError("cannot record a workspace transition",
+             {{"workspace_id", workspace_id}, {"error", std::string(after.status().message())}});
+    return;
+  }
+  if (before.ok() && before->state == state) {
+    return;
+  }
+  LogInfo("workspace transition", {{"workspace_id", workspace_id},
+                                   {"from", before.ok() ? StateName(before->state) : ""},
+                                   {"to", StateName(state)},
+                                   {"reason", reason}});
+  if (audit_ != nullptr) {
+    commonpb::AuditEvent event;
+    event.set_action("workspace.state_changed");
+    event.set_outcome(state == commonpb::WORKSPACE_STATE_FAILED ? commonpb::OUTCOME_FAILURE
+                                                                : commonpb::OUTCOME_SUCCESS);
+    event.mutable_actor()->set_kind(commonpb::ACTOR_KIND_SERVICE);
+    event.mutable_actor()->set_id("provisioner");
+    event.set_subject_user_id(after->owner_user_id);
+    event.set_reason_code(reason.substr(0, 64));
+    (*event.mutable_attributes())["workspace_id"] = workspace_id;
+    (*event.mutable_attributes())["from"] = before.ok() ? StateName(before->state) : "";
+    (*event.mutable_attributes())["to"] = StateName(state);
+    audit_->Emit(std::move(event));
+  }
+  Publish(*after);
+}
+
+SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
+                                      const ToolProfile& profile) const {
+  SandboxSpec spec;
+  spec.workspace_id = workspace.workspace_id;
+  spec.volume_dir = VolumeDir(workspace.workspace_id);
+  spec.socket_dir = absl::StrCat(options_.dir, "/sockets/", workspace.workspace_id);
+  spec.stamp_dir = absl::StrCat(options_.dir, "/stamps/", workspace.workspace_id);
+  spec.ro_binds.emplace_back(std::filesystem::path(options_.supervisor_binary).parent_path().string(),
+                             "/opt/tidepool/bin");
+  spec.command = {"/opt/tidepool/bin/tidepool-supervisor", "--socket",
+                  "/run/tidepool/supervisor.sock", "--tool-log",
+                  "/home/user/.tidepool/logs/tool.log", "--"};
+  spec.command.insert(spec.command.end(), profile.command.begin(), profile.command.end());
+  spec.env = profile.env;
+  spec.env["HOME"] = "/home/user";
+  spec.env["USER"] = "user";
+  if (!workspace.timezone.empty()) spec.env["TZ"] = workspace.timezone;
+  spec.env["TIDEPOOL_WORKSPACE_ID"] = workspace.workspace_id;
+  spec.env["TIDEPOOL_PROFILE"] = profile.name;
+  spec.env["TIDEPOOL_WORKSPACE_KEY"] =
+      crypto::HexEncode(DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id));
+  spec.limits = options_.limits;
+  return spec;
+}
+
+absl::Status WorkspaceManager::Stamp(const WorkspaceRecord& workspace, const ToolProfile& profile) {
+  const std::string dir = absl::StrCat(options_.dir, "/stamps/", workspace.workspace_id);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::map<std::string, std::string> values = {{"workspace_id", workspace.workspace_id},
+                                                     {"owner_user_id", workspace.owner_user_id},
+                                                     {"timezone", workspace.timezone},
+                                                     {"profile", profile.name}};
+  nlohmann::json manifest = {{"profile", profile.name}, {"files", nlohmann::json::array()}};
+  const std::string digest_key = crypto::HmacSha256(options_.platform_key, "tidepool stamp v1");
+  for (const StampedFileTemplate& file : profile.files) {
+    TP_ASSIGN_OR_RETURN(std::string text, RenderTemplate(file.text, values));
+    const std::string path = absl::StrCat(dir, "/", file.path);
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+    TP_RETURN_IF_ERROR(WriteFileAtomically(path, text, 0644));
+    manifest["files"].push_back(
+        {{"path", file.path},
+         {"hmac_sha256",
+          crypto::HexEncode(crypto::HmacSha256(
+              digest_key, absl::StrCat(workspace.workspace_id, "\n", file.path, "\n", text)))}});
+  }
+  // The digests the supervisor's config guard checks (issue #7); the platform keeps the key.
+  return WriteFileAtomically(dir + "/stamp-manifest.json", manifest.dump(2) + "\n", 0644);
+}
+
+bool WorkspaceManager::SupervisorReady(const std::string& workspace_id) {
+  const std::string key = DeriveWorkspaceKey(options_.platform_key, workspace_id);
+  const std::string credential = MintWorkspaceCredential(key, workspace_id, "provisioner",
+                                                         clock_.Now() + absl::Minutes(1));
+  absl::StatusOr<SupervisorReply> reply = PostToSupervisor(
+      SocketPath(workspace_id), "/_tidepool/v1/GetStatus", credential, "{}", absl::Seconds(2));
+  return reply.ok() && reply->status == 200;
+}
+
+absl::Status WorkspaceManager::BringUp(const WorkspaceRecord& workspace) {
+  auto profile = options_.profiles.find(workspace.profile);
+  if (profile == options_.profiles.end()) {
+    return absl::FailedPreconditionError(absl::StrCat("unknown profile ", workspace.profile));
+  }
+  TP_ASSIGN_OR_RETURN(SandboxStatus status, runtime_.Status(workspace.workspace_id));
+  if (status.phase == SandboxPhase::kRunning && SupervisorReady(workspace.workspace_id)) {
+    return absl::OkStatus();  // re-adopted
+  }
+  TP_RETURN_IF_ERROR(Stamp(workspace, profile->second));
+  TP_RETURN_IF_ERROR(runtime_.Create(SpecFor(workspace, profile->second)));
+  TP_RETURN_IF_ERROR(runtime_.Start(workspace.workspace_id));
+  const absl::Time deadline = absl::Now() + options_.ready_timeout;
+  absl::Duration poll = absl::Milliseconds(2);
+  // A sandbox that exits before its supervisor answers (a previous run still winding down,
+  // a transient failure) is started again, a few times, before the workspace is FAILED.
+  int starts_left = 2;
+  while (absl::Now() < deadline) {
+    if (SupervisorReady(workspace.workspace_id)) {
+      return absl::OkStatus();
+    }
+    absl::StatusOr<SandboxStatus> now = runtime_.Status(workspace.workspace_id);
+    if (now.ok() && now->phase != SandboxPhase::kRunning) {
+      if (starts_left-- == 0) {
+        return absl::UnavailableError("the sandbox exited before its supervisor was ready");
+      }
+      LogWarning("sandbox exited before its supervisor was ready; starting it again",
+                 {{"workspace_id", workspace.workspace_id},
+                  {"exit_code", now->last_exit_code.value_or(-1)}});
+      TP_RETURN_IF_ERROR(runtime_.Start(workspace.workspace_id));
+      poll = absl::Milliseconds(2);
+      continue;
+    }
+    absl::SleepFor(poll);
+    poll = std::min(poll * 2, absl::Milliseconds(50));
+  }
+  return absl::DeadlineExceededError("the supervisor did not become ready in time");
+}
+
+void WorkspaceManager::Reconcile(const std::string& workspace_id) {
+  absl::StatusOr<WorkspaceRecord> workspace = store_.Get(workspace_id);
+  if (!workspace.ok()) return;
+  const std::string id = workspace->workspace_id;
+  switch (workspace->desired_state) {
+    case commonpb::WORKSPACE_STATE_RUNNING: {
+      if (workspace->state != commonpb::WORKSPACE_STATE_RUNNING) {
+        Observe(id, commonpb::WORKSPACE_STATE_PROVISIONING, workspace->state_reason);
+      }
+      absl::Status up = BringUp(*workspace);
+      if (up.ok()) {
+        Observe(id, commonpb::WORKSPACE_STATE_RUNNING, workspace->state_reason);
+      } else {
+        LogWarning("workspace failed to start",
+                   {{"workspace_id", id}, {"error", std::string(up.message())}});
+        (void)runtime_.Stop(id, absl::ZeroDuration());
+        Observe(id, commonpb::WORKSPACE_STATE_FAILED, "sandbox_start_failed");
+      }
+      return;
+    }
+    case commonpb::WORKSPACE_STATE_SLEEPING:
+    case commonpb::WORKSPACE_STATE_SUSPENDED: {
+      absl::Status stopped = runtime_.Stop(id, options_.stop_grace);
+      if (!stopped.ok() && !absl::IsNotFound(stopped)) {  // never started: nothing to stop
+        LogWarning("workspace failed to stop",
+                   {{"workspace_id", id}, {"error", std::string(stopped.message())}});
+        return;  // retried on the next pass
+      }
+      Observe(id, workspace->desired_state, workspace->state_reason);
+      return;
+    }
+    case commonpb::WORKSPACE_STATE_DELETED: {
+      absl::Status deleted = runtime_.Delete(id);
+      if (!deleted.ok()) {
+        LogWarning("workspace failed to delete",
+                   {{"workspace_id", id}, {"error", std::string(deleted.message())}});
+        return;
+      }
+      std::error_code ec;
+      std::filesystem::remove_all(absl::StrCat(options_.dir, "/stamps/", id), ec);
+      Observe(id, commonpb::WORKSPACE_STATE_DELETED, workspace->state_reason);
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+absl::StatusOr<WorkspaceRecord> WorkspaceManager::AwaitSettled(const std::string& workspace_id,
+                                                               absl::Time deadline) {
+  for (;;) {
+    const uint64_t seen = LatestSequence();
+    TP_ASSIGN_OR_RETURN(WorkspaceRecord record, store_.Get(workspace_id));
+    if (Settled(record)) {
+      return record;
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError("the workspace is still changing state");
+    }
+    EventsAfter(seen, std::min(deadline, absl::Now() + absl::Milliseconds(200)));
+  }
+}
+
+absl::StatusOr<EnsureOutcome> WorkspaceManager::Ensure(const std::string& owner_user_id,
+                                                       const std::string& profile,
+                                                       const std::string& timezone) {
+  const std::string chosen = profile.empty() ? options_.default_profile : profile;
+  if (!options_.profiles.count(chosen)) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown profile \"", chosen, "\""));
+  }
+  TP_ASSIGN_OR_RETURN(EnsureOutcome outcome, store_.EnsureForOwner(owner_user_id, chosen, timezone));
+  const WorkspaceRecord& w = outcome.workspace;
+  if (w.state == commonpb::WORKSPACE_STATE_SUSPENDED ||
+      w.desired_state == commonpb::WORKSPACE_STATE_SUSPENDED) {
+    return absl::FailedPreconditionError("the owner is suspended");
+  }
+  if (w.desired_state == commonpb::WORKSPACE_STATE_DELETED) {
+    return absl::FailedPreconditionError("the workspace is being deleted");
+  }
+  if (outcome.created) {
+    Publish(w);
+    if (audit_ != nullptr) {
+      commonpb::AuditEvent event;
+      event.set_action("workspace.created");
+      event.set_outcome(commonpb::OUTCOME_SUCCESS);
+      event.mutable_actor()->set_kind(commonpb::ACTOR_KIND_SERVICE);
+      event.mutable_actor()->set_id("provisioner");
+      event.set_subject_user_id(owner_user_id);
+      (*event.mutable_attributes())["workspace_id"] = w.workspace_id;
+      (*event.mutable_attributes())["profile"] = chosen;
+      audit_->Emit(std::move(event));
+    }
+  }
+  if (w.desired_state != commonpb::WORKSPACE_STATE_RUNNING) {
+    TP_ASSIGN_OR_RETURN(outcome.workspace, store_.SetDesired(w.workspace_id,
+                                                             commonpb::WORKSPACE_STATE_RUNNING,
+                                                             "user_request"));
+  }
+  if (outcome.created || outcome.workspace.state != commonpb::WORKSPACE_STATE_RUNNING) {
+    Enqueue(outcome.workspace.workspace_id);
+  }
+  return outcome;
+}
+
+absl::StatusOr<WorkspaceRecord> WorkspaceManager::Want(const std::string& workspace_id,
+                                                       WorkspaceState desired,
+                                                       const std::string& reason,
+                                                       absl::Time wait_until) {
+  TP_ASSIGN_OR_RETURN(WorkspaceRecord record, store_.SetDesired(workspace_id, desired, reason));
+  Enqueue(workspace_id);
+  if (wait_until <= absl::Now()) {
+    return record;
+  }
+  return AwaitSettled(workspace_id, wait_until);
+}
+
+absl::StatusOr<WorkspaceRecord> WorkspaceManager::Wake(const std::string& workspace_id,
+                                                       absl::Time wait_until) {
+  TP_ASSIGN_OR_RETURN(WorkspaceRecord record, store_.Get(workspace_id));
+  if (record.desired_state == commonpb::WORKSPACE_STATE_SUSPENDED ||
+      record.desired_state == commonpb::WORKSPACE_STATE_DELETED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the workspace is ", StateName(record.desired_state)));
+  }
+  if (record.desired_state == commonpb::WORKSPACE_STATE_RUNNING &&
+      record.state == commonpb::WORKSPACE_STATE_RUNNING) {
+    return record;
+  }
+  return Want(workspace_id, commonpb::WORKSPACE_STATE_RUNNING, "wake", wait_until);
+}
+
+absl::StatusOr<WorkspaceRecord> WorkspaceManager::Sleep(const std::string& workspace_id,
+                                                        const std::string& reason,
+                                                        absl::Time wait_until) {
+  TP_ASSIGN_OR_RETURN(WorkspaceRecord record, store_.Get(workspace_id));
+  if (record.desired_state == commonpb::WORKSPACE_STATE_SUSPENDED ||
+      record.desired_state == commonpb::WORKSPACE_STATE_DELETED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the workspace is ", StateName(record.desired_state)));
+  }
+  return Want(workspace_id, commonpb::WORKSPACE_STATE_SLEEPING,
+              reason.empty() ? "user_request" : reason, wait_until);
+}
+
+absl::StatusOr<WorkspaceRecord> WorkspaceManager::Restart(const std::string& workspace_id,
+                                                          absl::Time wait_until) {
+  TP_ASSIGN_OR_RETURN(WorkspaceRecord record, store_.Get(workspace_id));
+  if (record.state != commonpb::WORKSPACE_STATE_RUNNING &&
+      record.state != commonpb::WORKSPACE_STATE_FAILED) {
+    return absl::FailedPreconditionError("only a running or failed workspace can be restarted");
+  }
+  if (absl::Status stopped = runtime_.Stop(workspace_id, options_.stop_grace);
+      !stopped.ok() && !absl::IsNotFound(stopped)) {
+    return stopped;
+  }
+  Observe(workspace_id, commonpb::WORKSPACE_STATE_PROVISIONING, "restart");
+  return Want(workspace_id, commonpb::WORKSPACE_STATE_RUNNING, "restart", wait_until);
+}
+
+absl::StatusOr<WorkspaceRecord> WorkspaceManager::Delete(const std::string& workspace_id,
+                                                         absl::Time wait_until) {
+  TP_ASSIGN_OR_RETURN(WorkspaceRecord record, store_.Get(workspace_id));
+  if (record.state == commonpb::WORKSPACE_STATE_DELETED) {
+    return absl::NotFoundError("no such workspace");
+  }
+  return Want(workspace_id, commonpb::WORKSPACE_STATE_DELETED, "user_request", wait_until);
+}
+
+absl::StatusOr<std::vector<WorkspaceRecord>> WorkspaceManager::SetOwnerSuspended(
+    const std::string& owner_user_id, bool suspended, const std::string& reason) {
+  TP_RETURN_IF_ERROR(store_.SetOwnerSuspended(owner_user_id, suspended));
+  std::vector<WorkspaceRecord> out;
+  TP_ASSIGN_OR_RETURN(std::optional<WorkspaceRecord> workspace, store_.GetByOwner(owner_user_id));
+  if (!workspace.has_value() || workspace->state == commonpb::WORKSPACE_STATE_DELETED) {
+    return out;
+  }
+  const WorkspaceState desired =
+      suspended ? commonpb::WORKSPACE_STATE_SUSPENDED : commonpb::WORKSPACE_STATE_SLEEPING;
+  TP_ASSIGN_OR_RETURN(WorkspaceRecord record,
+                      store_.SetDesired(workspace->workspace_id, desired,
+                                        suspended ? "owner_suspended" : "owner_reinstated"));
+  (void)reason;
+  Enqueue(record.workspace_id);
+  out.push_back(record);
+  return out;
+}
+
+absl::StatusOr<Endpoint> WorkspaceManager::GetEndpoint(const std::string& workspace_id,
+                                                       const std::string& caller) {
+  TP_ASSIGN_OR_RETURN(WorkspaceRecord record, store_.Get(workspace_id));
+  if (record.state == commonpb::WORKSPACE_STATE_DELETED) {
+    return absl::NotFoundError("no such workspace");
+  }
+  if (record.state != commonpb::WORKSPACE_STATE_RUNNING) {
+    return absl::FailedPreconditionError("the workspace is not running; wake it first");
+  }
+  Endpoint endpoint;
+  endpoint.unix_socket_path = SocketPath(workspace_id);
+  endpoint.credential_expire_time = clock_.Now() + options_.credential_lifetime;
+  endpoint.credential = MintWorkspaceCredential(
+      DeriveWorkspaceKey(options_.platform_key, workspace_id), workspace_id, caller,
+      endpoint.credential_expire_time);
+  return endpoint;
+}
+
+absl::StatusOr<SandboxUsage> WorkspaceManager::Usage(const std::string& workspace_id) {
+  TP_RETURN_IF_ERROR(store_.Get(workspace_id).status());
+  return runtime_.Usage(workspace_id);
+}
+
+}  // namespace tidepool::provisioner

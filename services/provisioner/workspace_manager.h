@@ -1,0 +1,130 @@
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lib/audit_client.h"
+#include "lib/clock.h"
+#include "services/provisioner/profile.h"
+#include "services/provisioner/runtime.h"
+#include "services/provisioner/workspace_store.h"
+
+namespace tidepool::provisioner {
+
+struct WorkspaceManagerOptions {
+  // <data_dir>/provisioner: volumes/, sockets/, stamps/ live under it.
+  std::string dir;
+  // The supervisor binary on the host; its directory is bound read-only at /opt/tidepool/bin.
+  std::string supervisor_binary;
+  std::map<std::string, ToolProfile> profiles;
+  std::string default_profile = "shell";
+  // The provisioner's 32-byte platform key (workspace keys and stamp digests derive from it).
+  std::string platform_key;
+  ResourceLimits limits;
+  // How long a start may take until the supervisor answers, before FAILED.
+  absl::Duration ready_timeout = absl::Seconds(30);
+  absl::Duration stop_grace = absl::Seconds(5);
+  // How long the proxy's credentials live.
+  absl::Duration credential_lifetime = absl::Minutes(10);
+  int workers = 4;
+};
+
+// A state change, for WatchWorkspaces.
+struct WorkspaceEvent {
+  uint64_t sequence = 0;
+  WorkspaceRecord workspace;
+};
+
+// Where and how to reach a running workspace's supervisor.
+struct Endpoint {
+  std::string unix_socket_path;
+  std::string credential;  // secret
+  absl::Time credential_expire_time = absl::InfinitePast();
+};
+
+// Drives every workspace's observed state towards its desired state through a Runtime:
+// RUNNING (create the sandbox, stamp the profile, start the supervisor, wait until it answers),
+// SLEEPING and SUSPENDED (stop the sandbox, keep the volume), DELETED (remove everything).
+// Work for one workspace is serialized; a queue of worker threads serves all of them, and a
+// request that arrives while a workspace is being reconciled is picked up right after. On
+// start every live workspace is reconciled again, so running sandboxes are re-adopted, not
+// duplicated. Every transition is recorded, audited and published. Thread-safe.
+class WorkspaceManager {
+ public:
+  WorkspaceManager(WorkspaceManagerOptions options, WorkspaceStore& store, Runtime& runtime,
+                   Clock& clock, AuditEmitter* audit);
+  ~WorkspaceManager();  // Stop()s
+
+  // Queues every live workspace and starts the workers.
+  absl::Status Start();
+  void Stop();
+
+  // See workspace_service.proto for each operation's rules and errors.
+  absl::StatusOr<EnsureOutcome> Ensure(const std::string& owner_user_id,
+                                       const std::string& profile, const std::string& timezone);
+  absl::StatusOr<WorkspaceRecord> Wake(const std::string& workspace_id, absl::Time wait_until);
+  absl::StatusOr<WorkspaceRecord> Sleep(const std::string& workspace_id, const std::string& reason,
+                                        absl::Time wait_until);
+  absl::StatusOr<WorkspaceRecord> Restart(const std::string& workspace_id, absl::Time wait_until);
+  absl::StatusOr<WorkspaceRecord> Delete(const std::string& workspace_id, absl::Time wait_until);
+  absl::StatusOr<std::vector<WorkspaceRecord>> SetOwnerSuspended(const std::string& owner_user_id,
+                                                                 bool suspended,
+                                                                 const std::string& reason);
+  absl::StatusOr<Endpoint> GetEndpoint(const std::string& workspace_id, const std::string& caller);
+  absl::StatusOr<SandboxUsage> Usage(const std::string& workspace_id);
+
+  // Blocks until the workspace's observed state equals its desired state (or FAILED), or
+  // `deadline`. DEADLINE_EXCEEDED then.
+  absl::StatusOr<WorkspaceRecord> AwaitSettled(const std::string& workspace_id, absl::Time deadline);
+
+  // Events after `after_sequence`, waiting until `deadline` for at least one.
+  std::vector<WorkspaceEvent> EventsAfter(uint64_t after_sequence, absl::Time deadline);
+  uint64_t LatestSequence();
+
+  WorkspaceStore& store() { return store_; }
+  const WorkspaceManagerOptions& options() const { return options_; }
+  std::string SocketPath(const std::string& workspace_id) const;
+  std::string VolumeDir(const std::string& workspace_id) const;
+
+ private:
+  void Enqueue(const std::string& workspace_id);
+  void WorkerLoop();
+  void Reconcile(const std::string& workspace_id);
+  absl::Status BringUp(const WorkspaceRecord& workspace);
+  absl::Status Stamp(const WorkspaceRecord& workspace, const ToolProfile& profile);
+  SandboxSpec SpecFor(const WorkspaceRecord& workspace, const ToolProfile& profile) const;
+  bool SupervisorReady(const std::string& workspace_id);
+  void Observe(const std::string& workspace_id, WorkspaceState state, const std::string& reason);
+  void Publish(const WorkspaceRecord& record);
+  absl::StatusOr<WorkspaceRecord> Want(const std::string& workspace_id, WorkspaceState desired,
+                                       const std::string& reason, absl::Time wait_until);
+
+  const WorkspaceManagerOptions options_;
+  WorkspaceStore& store_;
+  Runtime& runtime_;
+  Clock& clock_;
+  AuditEmitter* audit_;
+
+  absl::Mutex queue_mu_;
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(queue_mu_);
+  std::set<std::string> queued_ ABSL_GUARDED_BY(queue_mu_);
+  std::set<std::string> busy_ ABSL_GUARDED_BY(queue_mu_);
+  std::set<std::string> again_ ABSL_GUARDED_BY(queue_mu_);
+  bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+  std::vector<std::thread> workers_;
+
+  absl::Mutex events_mu_;
+  std::deque<WorkspaceEvent> events_ ABSL_GUARDED_BY(events_mu_);
+  uint64_t sequence_ ABSL_GUARDED_BY(events_mu_) = 0;
+};
+
+}  // namespace tidepool::provisioner

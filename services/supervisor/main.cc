@@ -1,0 +1,212 @@
+// tidepool-supervisor: the entry process of every workspace sandbox (see README.md).
+//
+// This is the part issue #6 needs: it runs the profile's tool with restarts, and serves
+// POST /_tidepool/v1/GetStatus on the workspace's Unix socket to callers holding a valid
+// per-workspace credential. The terminal, files, previews, egress relay and config guard
+// arrive with issue #7; their routes answer UNIMPLEMENTED (HTTP 501) until then.
+//
+// Environment (read once, then removed from the environment so the tool never sees them):
+//   TIDEPOOL_WORKSPACE_ID    the workspace id
+//   TIDEPOOL_WORKSPACE_KEY   the workspace key, hex (verifies credentials)
+//   TIDEPOOL_PROFILE         the profile name
+// Usage: tidepool-supervisor --socket PATH [--tool-log PATH] [-- TOOL ARGV...]
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+#include "lib/crypto/crypto.h"
+#include "lib/workspace_credential.h"
+#include "services/supervisor/tool_runner.h"
+
+namespace tidepool::supervisor {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using local = asio::local::stream_protocol;
+
+constexpr char kVersion[] = TIDEPOOL_VERSION;
+
+std::string TakeEnv(const char* name) {
+  const char* value = std::getenv(name);
+  std::string out = value == nullptr ? "" : value;
+  ::unsetenv(name);
+  return out;
+}
+
+struct Config {
+  std::string workspace_id;
+  std::string workspace_key;
+  std::string profile;
+  std::string socket_path;
+};
+
+http::response<http::string_body> JsonReply(unsigned version, http::status status,
+                                            std::string body) {
+  http::response<http::string_body> response(status, version);
+  response.set(http::field::content_type, "application/json");
+  response.set(http::field::cache_control, "no-store");
+  response.body() = std::move(body);
+  response.prepare_payload();
+  return response;
+}
+
+http::response<http::string_body> Error(unsigned version, http::status status,
+                                        absl::string_view code, absl::string_view message) {
+  return JsonReply(version, status,
+                   absl::StrCat("{\"code\":\"", code, "\",\"message\":\"", message, "\"}"));
+}
+
+http::response<http::string_body> Handle(const Config& config, ToolRunner& tool,
+                                         const http::request<http::string_body>& request) {
+  const unsigned version = request.version();
+  auto header = request.find("X-Tidepool-Credential");
+  const std::string credential = header == request.end() ? "" : std::string(header->value());
+  absl::StatusOr<std::string> caller = VerifyWorkspaceCredential(
+      config.workspace_key, config.workspace_id, credential, absl::Now());
+  if (!caller.ok()) {
+    return Error(version, http::status::unauthorized, "UNAUTHENTICATED",
+                 "a valid workspace credential is required");
+  }
+  const std::string target(request.target());
+  if (target == "/_tidepool/v1/GetStatus") {
+    if (request.method() != http::verb::post) {
+      return Error(version, http::status::method_not_allowed, "INVALID_ARGUMENT", "use POST");
+    }
+    if (*caller != "proxy" && *caller != "provisioner" && *caller != "scaler") {
+      return Error(version, http::status::forbidden, "PERMISSION_DENIED",
+                   "this caller may not read the status");
+    }
+    v1::GetStatusResponse status;
+    *status.mutable_tool() = tool.Status();
+    status.set_supervisor_version(kVersion);
+    status.set_config_ok(true);
+    *status.mutable_status_time() =
+        google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(absl::Now()));
+    std::string json;
+    (void)google::protobuf::util::MessageToJsonString(status, &json);
+    return JsonReply(version, http::status::ok, std::move(json));
+  }
+  return Error(version, http::status::not_implemented, "UNIMPLEMENTED",
+               "this supervisor route arrives with issue #7 (terminal, files, previews, tool UI)");
+}
+
+void Serve(const Config& config, ToolRunner& tool, local::socket socket) {
+  beast::flat_buffer buffer;
+  boost::system::error_code ec;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(64 * 1024);
+    http::read(socket, buffer, parser, ec);
+    if (ec) return;
+    http::request<http::string_body> request = parser.release();
+    http::response<http::string_body> response = Handle(config, tool, request);
+    response.keep_alive(request.keep_alive());
+    http::write(socket, response, ec);
+    if (ec || !request.keep_alive()) return;
+  }
+}
+
+int Main(int argc, char** argv) {
+  // No core dumps and no ptrace/proc access by the tool (same uid) to this process's memory,
+  // which holds the workspace key.
+  ::prctl(PR_SET_DUMPABLE, 0);
+  struct rlimit no_core {};
+  ::setrlimit(RLIMIT_CORE, &no_core);
+  Config config;
+  config.workspace_id = TakeEnv("TIDEPOOL_WORKSPACE_ID");
+  absl::StatusOr<std::string> key = crypto::HexDecode(TakeEnv("TIDEPOOL_WORKSPACE_KEY"));
+  config.profile = TakeEnv("TIDEPOOL_PROFILE");
+  ToolRunnerOptions tool_options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--socket" && i + 1 < argc) {
+      config.socket_path = argv[++i];
+    } else if (arg == "--tool-log" && i + 1 < argc) {
+      tool_options.log_path = argv[++i];
+    } else if (arg == "--") {
+      for (++i; i < argc; ++i) tool_options.argv.push_back(argv[i]);
+    } else {
+      std::cerr << "tidepool-supervisor: unknown argument " << arg << "\n";
+      return 2;
+    }
+  }
+  if (config.workspace_id.empty() || !key.ok() || key->size() != 32 || config.socket_path.empty()) {
+    std::cerr << "tidepool-supervisor: needs TIDEPOOL_WORKSPACE_ID, a 32-byte hex "
+                 "TIDEPOOL_WORKSPACE_KEY and --socket\n";
+    return 2;
+  }
+  config.workspace_key = *key;
+  tool_options.profile = config.profile;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    const size_t eq = entry.find('=');
+    if (eq != std::string::npos) tool_options.env[entry.substr(0, eq)] = entry.substr(eq + 1);
+  }
+  if (!tool_options.log_path.empty()) {
+    std::filesystem::create_directories(std::filesystem::path(tool_options.log_path).parent_path());
+  }
+
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  asio::io_context io;
+  ::unlink(config.socket_path.c_str());
+  local::acceptor acceptor(io);
+  boost::system::error_code ec;
+  acceptor.open(local(), ec);
+  if (!ec) acceptor.bind(local::endpoint(config.socket_path), ec);
+  if (!ec) acceptor.listen(64, ec);
+  if (ec) {
+    std::cerr << "tidepool-supervisor: cannot listen on " << config.socket_path << ": "
+              << ec.message() << "\n";
+    return 1;
+  }
+  ::chmod(config.socket_path.c_str(), 0600);
+  ToolRunner tool(tool_options);
+  tool.Start();
+  std::thread accept_thread([&] {
+    for (;;) {
+      local::socket socket(io);
+      boost::system::error_code accept_ec;
+      acceptor.accept(socket, accept_ec);
+      if (accept_ec) return;
+      std::thread(Serve, std::cref(config), std::ref(tool), std::move(socket)).detach();
+    }
+  });
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  tool.Stop();
+  ::unlink(config.socket_path.c_str());
+  // Connections are served by detached threads; leave without unwinding under them.
+  accept_thread.detach();
+  std::_Exit(0);
+}
+
+}  // namespace
+}  // namespace tidepool::supervisor
+
+int main(int argc, char** argv) { return tidepool::supervisor::Main(argc, argv); }

@@ -1,0 +1,148 @@
+#include "services/supervisor/tool_runner.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "google/protobuf/util/time_util.h"
+
+namespace tidepool::supervisor {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+google::protobuf::Timestamp Stamp(absl::Time t) {
+  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+}
+
+// Forks and execs `argv` in its own process group with exactly `env`; output to `log_path`.
+pid_t Spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+            const std::string& log_path) {
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> cargv;
+  for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  std::vector<char*> cenv;
+  for (const std::string& e : env_strings) cenv.push_back(const_cast<char*>(e.c_str()));
+  cenv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid != 0) {
+    return pid;
+  }
+  ::setpgid(0, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  const int null_fd = ::open("/dev/null", O_RDONLY);
+  const int log_fd = log_path.empty()
+                         ? ::open("/dev/null", O_WRONLY)
+                         : ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  ::dup2(null_fd, 0);
+  ::dup2(log_fd, 1);
+  ::dup2(log_fd, 2);
+  ::execve(cargv[0], cargv.data(), cenv.data());
+  _exit(127);
+}
+
+}  // namespace
+
+ToolRunner::ToolRunner(ToolRunnerOptions options) : options_(std::move(options)) {}
+
+ToolRunner::~ToolRunner() { Stop(); }
+
+void ToolRunner::Start() {
+  if (options_.argv.empty() || thread_.joinable()) {
+    return;
+  }
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void ToolRunner::Loop() {
+  absl::Duration backoff = options_.first_backoff;
+  for (;;) {
+    pid_t pid = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      pid = Spawn(options_.argv, options_.env, options_.log_path);
+      pid_ = pid;
+      start_time_ = absl::Now();
+      ++restarts_;
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    absl::MutexLock lock(&mu_);
+    pid_ = 0;
+    last_exit_code_ = code;
+    last_exit_time_ = absl::Now();
+    if (stopping_) return;
+    // A tool that ran for a while starts the backoff afresh.
+    if (last_exit_time_ - start_time_ > options_.max_backoff) backoff = options_.first_backoff;
+    next_start_ = absl::Now() + backoff;
+    const absl::Time wake = next_start_;
+    auto stop_or_due = [this, wake]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || absl::Now() >= wake;
+    };
+    mu_.AwaitWithDeadline(absl::Condition(&stop_or_due), wake);
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+}
+
+void ToolRunner::Stop() {
+  pid_t pid = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    pid = pid_;
+  }
+  if (pid > 0) {
+    ::kill(-pid, SIGTERM);
+    const absl::Time deadline = absl::Now() + options_.stop_grace;
+    while (absl::Now() < deadline) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (pid_ == 0) break;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    absl::MutexLock lock(&mu_);
+    if (pid_ != 0) ::kill(-pid, SIGKILL);
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+v1::ToolStatus ToolRunner::Status() const {
+  absl::MutexLock lock(&mu_);
+  v1::ToolStatus status;
+  status.set_profile(options_.profile);
+  if (options_.argv.empty()) {
+    status.set_health(v1::TOOL_HEALTH_HEALTHY);
+    status.set_message("this profile runs no tool");
+    return status;
+  }
+  if (stopping_) {
+    status.set_health(v1::TOOL_HEALTH_STOPPED);
+  } else if (pid_ > 0) {
+    // Profiles with an HTTP health check arrive with issue #7; a running process counts.
+    status.set_health(v1::TOOL_HEALTH_HEALTHY);
+    status.set_pid(pid_);
+    *status.mutable_start_time() = Stamp(start_time_);
+  } else {
+    status.set_health(v1::TOOL_HEALTH_RESTARTING);
+    *status.mutable_next_start_time() = Stamp(next_start_);
+  }
+  status.set_restart_count(std::max(0, restarts_));
+  if (last_exit_code_.has_value()) {
+    status.set_last_exit_code(*last_exit_code_);
+    *status.mutable_last_exit_time() = Stamp(last_exit_time_);
+  }
+  return status;
+}
+
+}  // namespace tidepool::supervisor

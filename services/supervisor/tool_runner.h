@@ -1,0 +1,54 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "tidepool/supervisor/v1/supervisor_service.pb.h"
+
+namespace tidepool::supervisor {
+
+struct ToolRunnerOptions {
+  std::string profile;
+  std::vector<std::string> argv;            // the tool; empty runs nothing
+  std::map<std::string, std::string> env;   // the tool's whole environment
+  std::string log_path;                     // stdout and stderr are appended here
+  absl::Duration first_backoff = absl::Seconds(1);
+  absl::Duration max_backoff = absl::Seconds(30);
+  absl::Duration stop_grace = absl::Seconds(5);
+};
+
+// Runs the profile's tool: starts it, restarts it with exponential backoff when it exits, and
+// stops it (SIGTERM to its process group, SIGKILL after the grace period). Thread-safe.
+class ToolRunner {
+ public:
+  explicit ToolRunner(ToolRunnerOptions options);
+  ~ToolRunner();  // Stop()s
+
+  void Start();
+  void Stop();
+  v1::ToolStatus Status() const;
+
+ private:
+  void Loop();
+
+  const ToolRunnerOptions options_;
+  mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  pid_t pid_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time start_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  int restarts_ ABSL_GUARDED_BY(mu_) = -1;
+  std::optional<int> last_exit_code_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_exit_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time next_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::thread thread_;
+};
+
+}  // namespace tidepool::supervisor

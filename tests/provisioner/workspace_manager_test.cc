@@ -1,0 +1,222 @@
+// The provisioner's lifecycle with the real pieces: the bubblewrap runtime, the real
+// tidepool-supervisor binary as each sandbox's entry process, and the shell profile.
+#include "services/provisioner/workspace_manager.h"
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/workspace_credential.h"
+#include "services/provisioner/local_runtime.h"
+#include "services/provisioner/supervisor_client.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace tidepool::provisioner {
+namespace {
+
+using ::testing::HasSubstr;
+using ::tidepool::testing::IsOk;
+using ::tidepool::testing::StatusIs;
+namespace commonpb = ::tidepool::common::v1;
+
+constexpr char kAlice[] = "u_aaaaaaaaaaaaaaaaaaaaaaaaaa";
+constexpr char kBob[] = "u_bbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+class WorkspaceManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<SqliteDb>> db =
+        SqliteDb::Open(tmp_.Join("p.db"), SqliteOptions{});
+    ASSERT_THAT(db, IsOk());
+    db_ = *std::move(db);
+    absl::StatusOr<std::unique_ptr<WorkspaceStore>> store = WorkspaceStore::Open(*db_, clock_);
+    ASSERT_THAT(store, IsOk());
+    store_ = *std::move(store);
+    absl::StatusOr<std::map<std::string, ToolProfile>> profiles =
+        LoadProfiles(std::string(TIDEPOOL_SOURCE_DIR) + "/profiles");
+    ASSERT_THAT(profiles, IsOk());
+    options_.dir = tmp_.Join("provisioner");
+    options_.supervisor_binary = std::string(TIDEPOOL_BINARY_DIR) + "/tidepool-supervisor";
+    options_.profiles = *profiles;
+    options_.platform_key = std::string(32, 'k');
+    options_.limits.memory_bytes = 256 << 20;
+    options_.limits.pids = 64;
+    options_.stop_grace = absl::Seconds(2);
+    StartManager();
+  }
+
+  void TearDown() override {
+    if (manager_ == nullptr) return;
+    // Leave no sandbox behind.
+    absl::StatusOr<std::vector<WorkspaceRecord>> live = store_->ListLive();
+    if (live.ok()) {
+      for (const WorkspaceRecord& w : *live) (void)runtime_->Delete(w.workspace_id);
+    }
+    manager_->Stop();
+  }
+
+  void StartManager() {
+    manager_.reset();
+    runtime_.reset();
+    LocalRuntimeOptions runtime_options;
+    runtime_options.state_dir = tmp_.Join("provisioner/runtime");
+    absl::StatusOr<std::unique_ptr<LocalRuntime>> runtime = LocalRuntime::Open(runtime_options);
+    ASSERT_THAT(runtime, IsOk());
+    runtime_ = *std::move(runtime);
+    manager_ = std::make_unique<WorkspaceManager>(options_, *store_, *runtime_, clock_, nullptr);
+    ASSERT_THAT(manager_->Start(), IsOk());
+  }
+
+  WorkspaceRecord EnsureRunning(const std::string& owner) {
+    absl::StatusOr<EnsureOutcome> outcome = manager_->Ensure(owner, "", "Europe/Berlin");
+    EXPECT_THAT(outcome, IsOk());
+    if (!outcome.ok()) return {};
+    absl::StatusOr<WorkspaceRecord> settled =
+        manager_->AwaitSettled(outcome->workspace.workspace_id, absl::Now() + absl::Seconds(30));
+    EXPECT_THAT(settled, IsOk());
+    EXPECT_EQ(settled->state, commonpb::WORKSPACE_STATE_RUNNING) << settled->state_reason;
+    return *settled;
+  }
+
+  int Status(const std::string& id, const std::string& credential) {
+    absl::StatusOr<SupervisorReply> reply = PostToSupervisor(
+        manager_->SocketPath(id), "/_tidepool/v1/GetStatus", credential, "{}", absl::Seconds(5));
+    return reply.ok() ? reply->status : -1;
+  }
+
+  tidepool::testing::ScopedTempDir tmp_;
+  RealClock clock_;
+  std::unique_ptr<SqliteDb> db_;
+  std::unique_ptr<WorkspaceStore> store_;
+  WorkspaceManagerOptions options_;
+  std::unique_ptr<LocalRuntime> runtime_;
+  std::unique_ptr<WorkspaceManager> manager_;
+};
+
+TEST_F(WorkspaceManagerTest, EnsureEndsWithARunningSupervisorThatChecksCredentials) {
+  const absl::Time start = absl::Now();
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  std::cerr << "ensure -> supervisor ready: " << absl::FormatDuration(absl::Now() - start) << "\n";
+  absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(workspace.workspace_id, "proxy");
+  ASSERT_THAT(endpoint, IsOk());
+  EXPECT_EQ(Status(workspace.workspace_id, endpoint->credential), 200);
+  // Another workspace's credential, a forged one, an expired one and none are refused.
+  const std::string key = DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id);
+  EXPECT_EQ(
+      Status(workspace.workspace_id, MintWorkspaceCredential(key, workspace.workspace_id, "proxy",
+                                                             absl::Now() - absl::Seconds(1))),
+      401);
+  EXPECT_EQ(Status(workspace.workspace_id,
+                   MintWorkspaceCredential(std::string(32, 'x'), workspace.workspace_id, "proxy",
+                                           absl::Now() + absl::Minutes(1))),
+            401);
+  EXPECT_EQ(Status(workspace.workspace_id, ""), 401);
+  // The stamped config is there, read-only to the workspace.
+  std::ifstream stamped(
+      tmp_.Join("provisioner/stamps/" + workspace.workspace_id + "/workspace.json"));
+  std::string text((std::istreambuf_iterator<char>(stamped)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(text, HasSubstr(workspace.workspace_id));
+  EXPECT_THAT(text, HasSubstr("Europe/Berlin"));
+}
+
+TEST_F(WorkspaceManagerTest, FiftyConcurrentEnsureAndWakeCallsYieldOneSandbox) {
+  std::vector<std::thread> threads;
+  std::atomic<int> created{0};
+  for (int i = 0; i < 50; ++i) {
+    threads.emplace_back([&, i] {
+      absl::StatusOr<EnsureOutcome> outcome = manager_->Ensure(kAlice, "", "");
+      ASSERT_THAT(outcome, IsOk());
+      if (outcome->created) ++created;
+      if (i % 2 == 0) {
+        (void)manager_->Wake(outcome->workspace.workspace_id, absl::InfinitePast());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(created.load(), 1);
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  absl::StatusOr<std::vector<std::string>> sandboxes = runtime_->List();
+  ASSERT_THAT(sandboxes, IsOk());
+  EXPECT_THAT(*sandboxes, ::testing::ElementsAre(workspace.workspace_id));
+}
+
+TEST_F(WorkspaceManagerTest, SleepThenWakeKeepsEveryFileAndTheProvisionerRestartReadopts) {
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  const std::string file = manager_->VolumeDir(workspace.workspace_id) + "/notes.bin";
+  std::string bytes;
+  for (int i = 0; i < 100000; ++i) bytes.push_back(static_cast<char>((i * 7919) & 0xff));
+  {
+    std::ofstream out(file, std::ios::binary);
+    out << bytes;
+  }
+  absl::StatusOr<WorkspaceRecord> asleep =
+      manager_->Sleep(workspace.workspace_id, "idle_timeout", absl::Now() + absl::Seconds(20));
+  ASSERT_THAT(asleep, IsOk());
+  EXPECT_EQ(asleep->state, commonpb::WORKSPACE_STATE_SLEEPING);
+  EXPECT_EQ(Status(workspace.workspace_id, "x"), -1) << "nothing listens while asleep";
+  const absl::Time wake_start = absl::Now();
+  absl::StatusOr<WorkspaceRecord> awake =
+      manager_->Wake(workspace.workspace_id, absl::Now() + absl::Seconds(30));
+  ASSERT_THAT(awake, IsOk());
+  EXPECT_EQ(awake->state, commonpb::WORKSPACE_STATE_RUNNING);
+  std::cerr << "wake -> supervisor ready: " << absl::FormatDuration(absl::Now() - wake_start)
+            << "\n";
+  std::ifstream in(file, std::ios::binary);
+  std::string read((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(read, bytes);
+
+  // A provisioner restart re-adopts the running sandbox instead of starting another.
+  absl::StatusOr<SandboxStatus> before = runtime_->Status(workspace.workspace_id);
+  ASSERT_THAT(before, IsOk());
+  manager_->Stop();
+  StartManager();
+  absl::StatusOr<WorkspaceRecord> settled =
+      manager_->AwaitSettled(workspace.workspace_id, absl::Now() + absl::Seconds(30));
+  ASSERT_THAT(settled, IsOk());
+  EXPECT_EQ(settled->state, commonpb::WORKSPACE_STATE_RUNNING);
+  absl::StatusOr<SandboxStatus> after = runtime_->Status(workspace.workspace_id);
+  ASSERT_THAT(after, IsOk());
+  EXPECT_EQ(after->pid, before->pid);
+}
+
+TEST_F(WorkspaceManagerTest, SuspensionStopsAndHoldsUntilReinstated) {
+  WorkspaceRecord workspace = EnsureRunning(kBob);
+  ASSERT_THAT(manager_->SetOwnerSuspended(kBob, true, "left the company"), IsOk());
+  absl::StatusOr<WorkspaceRecord> held =
+      manager_->AwaitSettled(workspace.workspace_id, absl::Now() + absl::Seconds(20));
+  ASSERT_THAT(held, IsOk());
+  EXPECT_EQ(held->state, commonpb::WORKSPACE_STATE_SUSPENDED);
+  EXPECT_THAT(manager_->Ensure(kBob, "", "").status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(manager_->Wake(workspace.workspace_id, absl::InfinitePast()).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_THAT(manager_->SetOwnerSuspended(kBob, false, ""), IsOk());
+  absl::StatusOr<WorkspaceRecord> released =
+      manager_->AwaitSettled(workspace.workspace_id, absl::Now() + absl::Seconds(20));
+  ASSERT_THAT(released, IsOk());
+  EXPECT_EQ(released->state, commonpb::WORKSPACE_STATE_SLEEPING);
+}
+
+TEST_F(WorkspaceManagerTest, DeleteRemovesTheSandboxAndTheVolume) {
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  absl::StatusOr<WorkspaceRecord> deleted =
+      manager_->Delete(workspace.workspace_id, absl::Now() + absl::Seconds(20));
+  ASSERT_THAT(deleted, IsOk());
+  EXPECT_EQ(deleted->state, commonpb::WORKSPACE_STATE_DELETED);
+  EXPECT_FALSE(std::filesystem::exists(manager_->VolumeDir(workspace.workspace_id)));
+  EXPECT_THAT(manager_->GetEndpoint(workspace.workspace_id, "proxy").status(),
+              StatusIs(absl::StatusCode::kNotFound));
+  // The owner can get a fresh workspace afterwards.
+  WorkspaceRecord fresh = EnsureRunning(kAlice);
+  EXPECT_NE(fresh.workspace_id, workspace.workspace_id);
+}
+
+}  // namespace
+}  // namespace tidepool::provisioner
