@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "lib/crypto/crypto.h"
 #include "lib/file_util.h"
 #include "lib/log.h"
@@ -41,12 +42,16 @@ std::string WorkspaceManager::SocketPath(const std::string& workspace_id) const 
   return absl::StrCat(options_.dir, "/sockets/", workspace_id, "/supervisor.sock");
 }
 
+std::string WorkspaceManager::SecretsDir(const std::string& workspace_id) const {
+  return absl::StrCat(options_.dir, "/secrets/", workspace_id);
+}
+
 std::string WorkspaceManager::VolumeDir(const std::string& workspace_id) const {
   return absl::StrCat(options_.dir, "/volumes/", workspace_id);
 }
 
 absl::Status WorkspaceManager::Start() {
-  for (const char* sub : {"", "/volumes", "/sockets", "/stamps"}) {
+  for (const char* sub : {"", "/volumes", "/sockets", "/stamps", "/secrets"}) {
     std::error_code ec;
     std::filesystem::create_directories(options_.dir + sub, ec);
     std::filesystem::permissions(options_.dir + sub, std::filesystem::perms::owner_all,
@@ -184,9 +189,11 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
   spec.stamp_dir = absl::StrCat(options_.dir, "/stamps/", workspace.workspace_id);
   spec.ro_binds.emplace_back(std::filesystem::path(options_.supervisor_binary).parent_path().string(),
                              "/opt/tidepool/bin");
+  spec.ro_binds.emplace_back(SecretsDir(workspace.workspace_id), "/opt/tidepool/secrets");
   spec.command = {"/opt/tidepool/bin/tidepool-supervisor", "--socket",
                   "/run/tidepool/supervisor.sock", "--tool-log",
-                  "/home/user/.tidepool/logs/tool.log", "--"};
+                  "/home/user/.tidepool/logs/tool.log", "--env-file",
+                  "/opt/tidepool/secrets/env", "--"};
   spec.command.insert(spec.command.end(), profile.command.begin(), profile.command.end());
   spec.env = profile.env;
   spec.env["HOME"] = "/home/user";
@@ -225,6 +232,106 @@ absl::Status WorkspaceManager::Stamp(const WorkspaceRecord& workspace, const Too
   return WriteFileAtomically(dir + "/stamp-manifest.json", manifest.dump(2) + "\n", 0644);
 }
 
+absl::StatusOr<bool> WorkspaceManager::StampSecrets(const WorkspaceRecord& workspace) {
+  const std::string dir = SecretsDir(workspace.workspace_id);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
+  const std::string env_path = dir + "/env";
+  const std::string config_path = dir + "/config.json";
+  if (options_.secrets == nullptr) {
+    if (!std::filesystem::exists(env_path)) TP_RETURN_IF_ERROR(WriteFileAtomically(env_path, "", 0600));
+    return false;
+  }
+  absl::StatusOr<std::vector<WorkspaceSecret>> secrets =
+      options_.secrets->Resolve(workspace.workspace_id, workspace.owner_user_id, workspace.profile);
+  if (!secrets.ok()) {
+    // The workspace starts with the keys stamped last time (or none); the next change
+    // notification or start stamps them again.
+    LogWarning("cannot resolve the owner's keys; keeping the last stamped ones",
+               {{"workspace_id", workspace.workspace_id},
+                {"code", absl::StatusCodeToString(secrets.status().code())}});
+    if (!std::filesystem::exists(env_path)) TP_RETURN_IF_ERROR(WriteFileAtomically(env_path, "", 0600));
+    return false;
+  }
+  std::map<std::string, std::pair<std::string, bool>> env;  // name -> (value, reloadable)
+  nlohmann::json config = nlohmann::json::object();
+  for (const WorkspaceSecret& secret : *secrets) {
+    if (secret.value.find_first_of(std::string("\n\r\0", 3)) != std::string::npos) {
+      LogWarning("skipped a key whose value spans lines",
+                 {{"workspace_id", workspace.workspace_id}, {"provider", secret.provider_id}});
+      continue;
+    }
+    for (const std::string& name : secret.env_vars) {
+      env[name] = {secret.value, secret.applies_without_restart};
+    }
+    for (const std::string& entry : secret.config_entries) {
+      config[entry] = secret.value;
+    }
+  }
+  std::string env_text;
+  for (const auto& [name, value] : env) absl::StrAppend(&env_text, name, "=", value.first, "\n");
+  const std::string config_text = config.dump(2) + "\n";
+  const std::string old_env = ReadFileToString(env_path).value_or("");
+  const std::string old_config = ReadFileToString(config_path).value_or("");
+  bool restart = false;
+  if (old_env != env_text) {
+    // Environment variables reach the tool only when it (re)starts.
+    std::map<std::string, std::string> before;
+    for (absl::string_view line : absl::StrSplit(old_env, '\n', absl::SkipEmpty())) {
+      const size_t eq = line.find('=');
+      if (eq != absl::string_view::npos) before[std::string(line.substr(0, eq))] = std::string(line.substr(eq + 1));
+    }
+    for (const auto& [name, value] : env) {
+      auto it = before.find(name);
+      if ((it == before.end() || it->second != value.first) && !value.second) restart = true;
+      if (it != before.end()) before.erase(it);
+    }
+    if (!before.empty()) restart = true;  // a removed key must leave the environment
+    TP_RETURN_IF_ERROR(WriteFileAtomically(env_path, env_text, 0600));
+  }
+  if (old_config != config_text) {
+    TP_RETURN_IF_ERROR(WriteFileAtomically(config_path, config_text, 0600));
+  }
+  return restart;
+}
+
+void WorkspaceManager::RestampAllSecrets() {
+  absl::StatusOr<std::vector<WorkspaceRecord>> live = store_.ListLive();
+  if (!live.ok()) return;
+  for (const WorkspaceRecord& workspace : *live) {
+    if (workspace.state != commonpb::WORKSPACE_STATE_RUNNING) continue;
+    if (absl::Status applied = OnSecretsChanged(workspace.owner_user_id); !applied.ok()) {
+      LogWarning("cannot apply keys to a workspace",
+                 {{"workspace_id", workspace.workspace_id},
+                  {"error", std::string(applied.message())}});
+    }
+  }
+}
+
+absl::Status WorkspaceManager::OnSecretsChanged(const std::string& owner_user_id) {
+  TP_ASSIGN_OR_RETURN(std::optional<WorkspaceRecord> workspace, store_.GetByOwner(owner_user_id));
+  if (!workspace.has_value() || workspace->state != commonpb::WORKSPACE_STATE_RUNNING) {
+    return absl::OkStatus();  // stamped at the next start
+  }
+  TP_ASSIGN_OR_RETURN(bool restart, StampSecrets(*workspace));
+  if (!restart) return absl::OkStatus();
+  const std::string key = DeriveWorkspaceKey(options_.platform_key, workspace->workspace_id);
+  const std::string credential = MintWorkspaceCredential(key, workspace->workspace_id,
+                                                         "provisioner", clock_.Now() + absl::Minutes(1));
+  TP_ASSIGN_OR_RETURN(SupervisorReply reply,
+                      PostToSupervisor(SocketPath(workspace->workspace_id), "/_tidepool/v1/RestartTool",
+                                       credential, "{\"reason\":\"keys_changed\"}",
+                                       absl::Seconds(15)));
+  if (reply.status != 200) {
+    return absl::UnavailableError(absl::StrCat("the supervisor did not restart the tool (HTTP ",
+                                               reply.status, ")"));
+  }
+  LogInfo("restarted the tool for changed keys", {{"workspace_id", workspace->workspace_id}});
+  return absl::OkStatus();
+}
+
 bool WorkspaceManager::SupervisorReady(const std::string& workspace_id) {
   const std::string key = DeriveWorkspaceKey(options_.platform_key, workspace_id);
   const std::string credential = MintWorkspaceCredential(key, workspace_id, "provisioner",
@@ -244,6 +351,7 @@ absl::Status WorkspaceManager::BringUp(const WorkspaceRecord& workspace) {
     return absl::OkStatus();  // re-adopted
   }
   TP_RETURN_IF_ERROR(Stamp(workspace, profile->second));
+  TP_RETURN_IF_ERROR(StampSecrets(workspace).status());
   TP_RETURN_IF_ERROR(runtime_.Create(SpecFor(workspace, profile->second)));
   TP_RETURN_IF_ERROR(runtime_.Start(workspace.workspace_id));
   const absl::Time deadline = absl::Now() + options_.ready_timeout;
@@ -301,6 +409,9 @@ void WorkspaceManager::Reconcile(const std::string& workspace_id) {
                    {{"workspace_id", id}, {"error", std::string(stopped.message())}});
         return;  // retried on the next pass
       }
+      // The owner's keys stay on disk only while the workspace runs.
+      std::error_code ec;
+      std::filesystem::remove_all(SecretsDir(id), ec);
       Observe(id, workspace->desired_state, workspace->state_reason);
       return;
     }
@@ -313,6 +424,7 @@ void WorkspaceManager::Reconcile(const std::string& workspace_id) {
       }
       std::error_code ec;
       std::filesystem::remove_all(absl::StrCat(options_.dir, "/stamps/", id), ec);
+      std::filesystem::remove_all(SecretsDir(id), ec);
       Observe(id, commonpb::WORKSPACE_STATE_DELETED, workspace->state_reason);
       return;
     }

@@ -16,6 +16,7 @@
 #include "lib/clock.h"
 #include "services/provisioner/profile.h"
 #include "services/provisioner/runtime.h"
+#include "services/provisioner/secrets_source.h"
 #include "services/provisioner/workspace_store.h"
 
 namespace tidepool::provisioner {
@@ -36,6 +37,8 @@ struct WorkspaceManagerOptions {
   // How long the proxy's credentials live.
   absl::Duration credential_lifetime = absl::Minutes(10);
   int workers = 4;
+  // Where the owners' keys come from; null stamps none.
+  SecretsSource* secrets = nullptr;
 };
 
 // A state change, for WatchWorkspaces.
@@ -90,6 +93,12 @@ class WorkspaceManager {
   std::vector<WorkspaceEvent> EventsAfter(uint64_t after_sequence, absl::Time deadline);
   uint64_t LatestSequence();
 
+  // Re-stamps the keys of `owner_user_id`'s running workspace after they changed, and
+  // restarts its tool when a changed key is not one the tool picks up on its own.
+  absl::Status OnSecretsChanged(const std::string& owner_user_id);
+  // OnSecretsChanged for the owner of every running workspace.
+  void RestampAllSecrets();
+
   WorkspaceStore& store() { return store_; }
   const WorkspaceManagerOptions& options() const { return options_; }
   std::string SocketPath(const std::string& workspace_id) const;
@@ -101,6 +110,11 @@ class WorkspaceManager {
   void Reconcile(const std::string& workspace_id);
   absl::Status BringUp(const WorkspaceRecord& workspace);
   absl::Status Stamp(const WorkspaceRecord& workspace, const ToolProfile& profile);
+  // Writes the owner's keys for the profile into the workspace's secrets directory. Returns
+  // whether the tool must restart to see the change (false when nothing changed or every
+  // changed key applies without a restart).
+  absl::StatusOr<bool> StampSecrets(const WorkspaceRecord& workspace);
+  std::string SecretsDir(const std::string& workspace_id) const;
   SandboxSpec SpecFor(const WorkspaceRecord& workspace, const ToolProfile& profile) const;
   bool SupervisorReady(const std::string& workspace_id);
   void Observe(const std::string& workspace_id, WorkspaceState state, const std::string& reason);

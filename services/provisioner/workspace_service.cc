@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -306,7 +307,16 @@ struct ProvisionerState {
   std::unique_ptr<SqliteDb> db;
   std::unique_ptr<WorkspaceStore> store;
   std::unique_ptr<LocalRuntime> runtime;
+  std::unique_ptr<GrpcSecretsSource> secrets;
   std::unique_ptr<WorkspaceManager> manager;
+  std::thread secrets_watcher;
+
+  void Stop() {
+    if (secrets != nullptr) secrets->StopWatching();
+    if (secrets_watcher.joinable()) secrets_watcher.join();
+    if (manager != nullptr) manager->Stop();
+  }
+  ~ProvisionerState() { Stop(); }
 };
 
 ServiceDefinition ProvisionerServiceDefinition() {
@@ -358,15 +368,33 @@ ServiceDefinition ProvisionerServiceDefinition() {
     absl::StatusOr<std::unique_ptr<LocalRuntime>> runtime = LocalRuntime::Open(runtime_options);
     if (!runtime.ok()) return runtime.status();
     state->runtime = *std::move(runtime);
+    if (context.identity != nullptr) {
+      state->secrets = std::make_unique<GrpcSecretsSource>(*context.identity, context.data_dir,
+                                                           context.config.Service("secrets"));
+      options.secrets = state->secrets.get();
+    }
     state->manager = std::make_unique<WorkspaceManager>(options, *state->store, *state->runtime,
                                                         context.clock, context.audit);
     if (absl::Status started = state->manager->Start(); !started.ok()) return started;
+    if (state->secrets != nullptr) {
+      // A key added on the keys page reaches the running workspace at once.
+      state->secrets_watcher = std::thread([raw = state.get()] {
+        raw->secrets->WatchChanges(
+            [raw](const std::string& user_id) {
+              if (absl::Status applied = raw->manager->OnSecretsChanged(user_id); !applied.ok()) {
+                LogWarning("cannot apply changed keys to a workspace",
+                           {{"user_id", user_id}, {"error", std::string(applied.message())}});
+              }
+            },
+            [raw] { raw->manager->RestampAllSecrets(); });
+      });
+    }
     std::vector<HostedService> hosted;
     hosted.push_back(HostedService{
         .full_name = "tidepool.provisioner.v1.WorkspaceService",
         .pending_note = "",
         .service = std::make_unique<WorkspaceServiceImpl>(*state->manager),
-        .on_stopped = [state] { state->manager->Stop(); },
+        .on_stopped = [state] { state->Stop(); },
         .state = state});
     return hosted;
   };

@@ -1,15 +1,16 @@
 // tidepool-supervisor: the entry process of every workspace sandbox (see README.md).
 //
 // This is the part issue #6 needs: it runs the profile's tool with restarts, and serves
-// POST /_tidepool/v1/GetStatus on the workspace's Unix socket to callers holding a valid
-// per-workspace credential. The terminal, files, previews, egress relay and config guard
+// POST /_tidepool/v1/GetStatus and /_tidepool/v1/RestartTool on the workspace's Unix socket
+// to callers holding a valid per-workspace credential. The terminal, files, previews, egress relay and config guard
 // arrive with issue #7; their routes answer UNIMPLEMENTED (HTTP 501) until then.
 //
 // Environment (read once, then removed from the environment so the tool never sees them):
 //   TIDEPOOL_WORKSPACE_ID    the workspace id
 //   TIDEPOOL_WORKSPACE_KEY   the workspace key, hex (verifies credentials)
 //   TIDEPOOL_PROFILE         the profile name
-// Usage: tidepool-supervisor --socket PATH [--tool-log PATH] [-- TOOL ARGV...]
+// Usage: tidepool-supervisor --socket PATH [--tool-log PATH] [--env-file PATH] [-- TOOL ARGV...]
+//   --env-file: KEY=VALUE lines merged into the tool's environment at every (re)start.
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -106,6 +107,21 @@ http::response<http::string_body> Handle(const Config& config, ToolRunner& tool,
     (void)google::protobuf::util::MessageToJsonString(status, &json);
     return JsonReply(version, http::status::ok, std::move(json));
   }
+  if (target == "/_tidepool/v1/RestartTool") {
+    if (request.method() != http::verb::post) {
+      return Error(version, http::status::method_not_allowed, "INVALID_ARGUMENT", "use POST");
+    }
+    if (*caller != "provisioner") {
+      return Error(version, http::status::forbidden, "PERMISSION_DENIED",
+                   "only the provisioner may restart the tool");
+    }
+    tool.Restart();
+    v1::RestartToolResponse restarted;
+    *restarted.mutable_tool() = tool.Status();
+    std::string json;
+    (void)google::protobuf::util::MessageToJsonString(restarted, &json);
+    return JsonReply(version, http::status::ok, std::move(json));
+  }
   return Error(version, http::status::not_implemented, "UNIMPLEMENTED",
                "this supervisor route arrives with issue #7 (terminal, files, previews, tool UI)");
 }
@@ -143,6 +159,8 @@ int Main(int argc, char** argv) {
       config.socket_path = argv[++i];
     } else if (arg == "--tool-log" && i + 1 < argc) {
       tool_options.log_path = argv[++i];
+    } else if (arg == "--env-file" && i + 1 < argc) {
+      tool_options.env_file = argv[++i];
     } else if (arg == "--") {
       for (++i; i < argc; ++i) tool_options.argv.push_back(argv[i]);
     } else {

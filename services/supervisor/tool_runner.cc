@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
+#include <functional>
 
 #include "google/protobuf/util/time_util.h"
 
@@ -48,6 +50,27 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::map<std::string, st
   _exit(127);
 }
 
+// Reads KEY=VALUE lines (no quoting; a value ends at the newline). Malformed lines are skipped.
+std::map<std::string, std::string> ReadEnvFile(const std::string& path) {
+  std::map<std::string, std::string> env;
+  if (path.empty()) return env;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t eq = line.find('=');
+    if (eq == std::string::npos || eq == 0) continue;
+    env[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return env;
+}
+
+void TerminateGroup(pid_t pid, absl::Duration grace, const std::function<bool()>& gone) {
+  ::kill(-pid, SIGTERM);
+  const absl::Time deadline = absl::Now() + grace;
+  while (absl::Now() < deadline && !gone()) absl::SleepFor(absl::Milliseconds(20));
+  if (!gone()) ::kill(-pid, SIGKILL);
+}
+
 }  // namespace
 
 ToolRunner::ToolRunner(ToolRunnerOptions options) : options_(std::move(options)) {}
@@ -68,7 +91,9 @@ void ToolRunner::Loop() {
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
-      pid = Spawn(options_.argv, options_.env, options_.log_path);
+      std::map<std::string, std::string> env = options_.env;
+      for (auto& [k, v] : ReadEnvFile(options_.env_file)) env[k] = std::move(v);
+      pid = Spawn(options_.argv, env, options_.log_path);
       pid_ = pid;
       start_time_ = absl::Now();
       ++restarts_;
@@ -82,15 +107,42 @@ void ToolRunner::Loop() {
     last_exit_code_ = code;
     last_exit_time_ = absl::Now();
     if (stopping_) return;
-    // A tool that ran for a while starts the backoff afresh.
+    // A tool that ran for a while, or was restarted on request, starts the backoff afresh.
     if (last_exit_time_ - start_time_ > options_.max_backoff) backoff = options_.first_backoff;
+    if (restart_now_) {
+      restart_now_ = false;
+      backoff = options_.first_backoff;
+      continue;
+    }
     next_start_ = absl::Now() + backoff;
     const absl::Time wake = next_start_;
     auto stop_or_due = [this, wake]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return stopping_ || absl::Now() >= wake;
+      return stopping_ || restart_now_ || absl::Now() >= wake;
     };
     mu_.AwaitWithDeadline(absl::Condition(&stop_or_due), wake);
-    backoff = std::min(backoff * 2, options_.max_backoff);
+    if (restart_now_) {
+      restart_now_ = false;
+      backoff = options_.first_backoff;
+    } else {
+      backoff = std::min(backoff * 2, options_.max_backoff);
+    }
+  }
+}
+
+void ToolRunner::Restart() {
+  pid_t pid = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    restart_now_ = true;
+    pid = pid_;
+    next_start_ = absl::Now();  // ends a backoff wait at once
+  }
+  if (pid > 0) {
+    TerminateGroup(pid, options_.stop_grace, [this, pid] {
+      absl::MutexLock lock(&mu_);
+      return pid_ != pid;
+    });
   }
 }
 
@@ -102,17 +154,10 @@ void ToolRunner::Stop() {
     pid = pid_;
   }
   if (pid > 0) {
-    ::kill(-pid, SIGTERM);
-    const absl::Time deadline = absl::Now() + options_.stop_grace;
-    while (absl::Now() < deadline) {
-      {
-        absl::MutexLock lock(&mu_);
-        if (pid_ == 0) break;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    absl::MutexLock lock(&mu_);
-    if (pid_ != 0) ::kill(-pid, SIGKILL);
+    TerminateGroup(pid, options_.stop_grace, [this] {
+      absl::MutexLock lock(&mu_);
+      return pid_ == 0;
+    });
   }
   if (thread_.joinable()) thread_.join();
 }

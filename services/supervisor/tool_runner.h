@@ -20,6 +20,9 @@ struct ToolRunnerOptions {
   std::vector<std::string> argv;            // the tool; empty runs nothing
   std::map<std::string, std::string> env;   // the tool's whole environment
   std::string log_path;                     // stdout and stderr are appended here
+  // KEY=VALUE lines merged into the environment at every start (the owner's keys, stamped by
+  // the provisioner into a read-only directory); absent is fine.
+  std::string env_file;
   absl::Duration first_backoff = absl::Seconds(1);
   absl::Duration max_backoff = absl::Seconds(30);
   absl::Duration stop_grace = absl::Seconds(5);
@@ -34,6 +37,9 @@ class ToolRunner {
 
   void Start();
   void Stop();
+  // Stops the running tool (SIGTERM, SIGKILL after the grace period) and starts it again at
+  // once, re-reading env_file. No-op while stopping.
+  void Restart();
   v1::ToolStatus Status() const;
 
  private:
@@ -48,6 +54,7 @@ class ToolRunner {
   std::optional<int> last_exit_code_ ABSL_GUARDED_BY(mu_);
   absl::Time last_exit_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time next_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool restart_now_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

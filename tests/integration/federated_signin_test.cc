@@ -24,6 +24,7 @@
 #include "tests/testing/status_matchers.h"
 #include "tidepool/auth/v1/auth_service.grpc.pb.h"
 #include "tidepool/provisioner/v1/workspace_service.grpc.pb.h"
+#include "tidepool/secrets/v1/secrets_service.grpc.pb.h"
 
 namespace tidepool {
 namespace {
@@ -250,6 +251,8 @@ class FederatedSignInTest : public ::testing::Test {
                                                       {BinaryPath("tidepool-auth")}};
     std::vector<std::string> services = {"audit", "auth"};
     if (with_provisioner_) {
+      commands.push_back({BinaryPath("tidepool-secrets")});
+      services.push_back("secrets");
       commands.push_back({BinaryPath("tidepool-provisioner")});
       services.push_back("provisioner");
     }
@@ -477,6 +480,58 @@ class SignInProvisionsTest : public FederatedSignInTest {
 
   std::unique_ptr<provisionerpb::WorkspaceService::Stub> workspaces_;
 };
+
+TEST_F(SignInProvisionsTest, AKeyPutThroughTheSecretsServiceReachesTheRunningWorkspace) {
+  Outcome alice = SignIn("google", "alice");
+  ASSERT_TRUE(alice.status.ok()) << alice.status.error_message();
+  const std::string user_id = alice.response.grant().user().user_id();
+  std::string workspace_id;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline && workspace_id.empty()) {
+    provisionerpb::ListWorkspacesRequest request;
+    request.set_owner_user_id(user_id);
+    request.add_states(common::v1::WORKSPACE_STATE_RUNNING);
+    provisionerpb::ListWorkspacesResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(workspaces_->ListWorkspaces(&context, request, &response).ok());
+    if (response.workspaces_size() == 1) workspace_id = response.workspaces(0).workspace_id();
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_FALSE(workspace_id.empty());
+  // A canary token (never printed): put as tidepoolctl on the user's behalf.
+  const std::string canary = "ghp_" + std::string(36, 'C');
+  absl::StatusOr<TlsIdentity> cli = platform_->CliIdentity();
+  ASSERT_THAT(cli, IsOk());
+  absl::StatusOr<RunInfo> secrets_info = platform_->Info("secrets");
+  ASSERT_THAT(secrets_info, IsOk());
+  auto secrets = secrets::v1::SecretsService::NewStub(DialPlatformService(*cli, secrets_info->grpc));
+  secrets::v1::PutRequest put;
+  put.set_user_id(user_id);
+  put.set_provider_id("github");
+  put.set_field_id("token");
+  put.set_value(canary);
+  secrets::v1::PutResponse put_response;
+  grpc::ClientContext put_context;
+  grpc::Status put_status = secrets->Put(&put_context, put, &put_response);
+  ASSERT_TRUE(put_status.ok()) << put_status.error_message();
+  // The provisioner hears of it (Watch), resolves it and stamps it for the tool.
+  const std::string env_file =
+      platform_->data_dir() + "/provisioner/secrets/" + workspace_id + "/env";
+  bool stamped = false;
+  const absl::Time stamp_deadline = absl::Now() + absl::Seconds(15);
+  while (absl::Now() < stamp_deadline && !stamped) {
+    std::ifstream in(env_file);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    stamped = text.find("GH_TOKEN=" + canary) != std::string::npos;
+    if (!stamped) absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(stamped) << "the key did not reach the workspace";
+  // And the canary is in no service's log.
+  for (auto& process : platform_->processes()) {
+    EXPECT_EQ(process->Stdout().find(canary), std::string::npos);
+    EXPECT_EQ(process->Stderr().find(canary), std::string::npos);
+  }
+}
 
 TEST_F(SignInProvisionsTest, ANewUsersSignInEndsWithARunningWorkspace) {
   const absl::Time start = absl::Now();

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/workspace_credential.h"
@@ -216,6 +217,106 @@ TEST_F(WorkspaceManagerTest, DeleteRemovesTheSandboxAndTheVolume) {
   // The owner can get a fresh workspace afterwards.
   WorkspaceRecord fresh = EnsureRunning(kAlice);
   EXPECT_NE(fresh.workspace_id, workspace.workspace_id);
+}
+
+// Stands in for the secrets service (an internal seam; the real service is tested on its own).
+class FakeSecrets final : public SecretsSource {
+ public:
+  absl::StatusOr<std::vector<WorkspaceSecret>> Resolve(const std::string&, const std::string&,
+                                                       const std::string&) override {
+    absl::MutexLock lock(&mu_);
+    return secrets_;
+  }
+  void Set(std::vector<WorkspaceSecret> secrets) {
+    absl::MutexLock lock(&mu_);
+    secrets_ = std::move(secrets);
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<WorkspaceSecret> secrets_ ABSL_GUARDED_BY(mu_);
+};
+
+WorkspaceSecret Key(const std::string& provider, const std::string& value,
+                    std::vector<std::string> env, std::vector<std::string> config, bool reloadable) {
+  WorkspaceSecret secret;
+  secret.provider_id = provider;
+  secret.field_id = "api_key";
+  secret.value = value;
+  secret.env_vars = std::move(env);
+  secret.config_entries = std::move(config);
+  secret.applies_without_restart = reloadable;
+  return secret;
+}
+
+class WorkspaceSecretsTest : public WorkspaceManagerTest {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::map<std::string, ToolProfile>> extra =
+        LoadProfiles(std::string(TIDEPOOL_SOURCE_DIR) + "/tests/provisioner/profiles");
+    ASSERT_THAT(extra, IsOk());
+    WorkspaceManagerTest::SetUp();
+    manager_->Stop();
+    options_.profiles.insert(extra->begin(), extra->end());
+    options_.default_profile = "envdump";
+    options_.secrets = &secrets_;
+    StartManager();
+  }
+
+  // The tool's environment as it last wrote it, once it contains `needle`.
+  std::string EnvOnceContains(const std::string& id, const std::string& needle) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(15);
+    std::string text;
+    while (absl::Now() < deadline) {
+      std::ifstream in(manager_->VolumeDir(id) + "/env.txt");
+      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      if (text.find(needle) != std::string::npos) return text;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return text;
+  }
+
+  FakeSecrets secrets_;
+};
+
+TEST_F(WorkspaceSecretsTest, KeysReachTheToolAndAChangeRestartsItOnlyWhenItMust) {
+  secrets_.Set({Key("anthropic", "sk-ant-first-value-000000", {"ANTHROPIC_API_KEY"}, {}, false)});
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  EXPECT_THAT(EnvOnceContains(workspace.workspace_id, "ANTHROPIC_API_KEY=sk-ant-first"),
+              HasSubstr("ANTHROPIC_API_KEY=sk-ant-first-value-000000"));
+  // The key reached the tool, not the supervisor's or bwrap's command line.
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream cmdline(entry.path() / "cmdline");
+    std::string text((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    EXPECT_THAT(text, ::testing::Not(HasSubstr("sk-ant-first"))) << entry.path();
+  }
+  // A changed key that needs a restart: the tool is restarted and sees it.
+  secrets_.Set({Key("anthropic", "sk-ant-second-value-00000", {"ANTHROPIC_API_KEY"}, {}, false)});
+  ASSERT_THAT(manager_->OnSecretsChanged(kAlice), IsOk());
+  EXPECT_THAT(EnvOnceContains(workspace.workspace_id, "sk-ant-second"),
+              HasSubstr("ANTHROPIC_API_KEY=sk-ant-second-value-00000"));
+  // A key the tool reloads on its own (a config entry): stamped, no restart.
+  std::filesystem::remove(manager_->VolumeDir(workspace.workspace_id) + "/env.txt");
+  secrets_.Set({Key("anthropic", "sk-ant-second-value-00000", {"ANTHROPIC_API_KEY"}, {}, false),
+                Key("brave", "BSA-brave-key-0000000000", {}, {"plugins.entries.brave.apiKey"}, true)});
+  ASSERT_THAT(manager_->OnSecretsChanged(kAlice), IsOk());
+  std::ifstream config(tmp_.Join("provisioner/secrets/" + workspace.workspace_id + "/config.json"));
+  std::string text((std::istreambuf_iterator<char>(config)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(text, HasSubstr("BSA-brave-key"));
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_FALSE(std::filesystem::exists(manager_->VolumeDir(workspace.workspace_id) + "/env.txt"))
+      << "the tool was restarted although nothing it needs a restart for changed";
+  // Asleep, the keys are not on disk; awake again, they are stamped again.
+  const std::string env_file = tmp_.Join("provisioner/secrets/" + workspace.workspace_id + "/env");
+  ASSERT_THAT(manager_->Sleep(workspace.workspace_id, "idle", absl::Now() + absl::Seconds(20)), IsOk());
+  EXPECT_FALSE(std::filesystem::exists(env_file));
+  ASSERT_THAT(manager_->Wake(workspace.workspace_id, absl::Now() + absl::Seconds(30)), IsOk());
+  EXPECT_TRUE(std::filesystem::exists(env_file));
+  // A removed key leaves the environment.
+  secrets_.Set({});
+  ASSERT_THAT(manager_->OnSecretsChanged(kAlice), IsOk());
+  const std::string after = EnvOnceContains(workspace.workspace_id, "PATH=");
+  EXPECT_THAT(after, ::testing::Not(HasSubstr("ANTHROPIC_API_KEY")));
 }
 
 }  // namespace
