@@ -269,7 +269,17 @@ absl::StatusOr<Grant> Authenticator::CompleteSetup(absl::string_view setup_token
   if (!timezone.empty()) {
     TP_ASSIGN_OR_RETURN(*user, users_->SetTimezone(user->user_id, timezone));
   }
+  const bool first_sign_in = !user->last_sign_in_time.has_value();
   TP_RETURN_IF_ERROR(users_->RecordSignIn(user->user_id));
+  if (first_sign_in) {
+    // A local account's first sign-in is its setup: its workspace is requested now.
+    if (absl::Status queued = outbox_->EnqueueEnsure(user->user_id, user->timezone);
+        !queued.ok()) {
+      LogWarning("cannot queue the new user's workspace",
+                 {{"user_id", user->user_id}, {"error", std::string(queued.message())}});
+    }
+    if (options_.outbox_enqueued) options_.outbox_enqueued();
+  }
   TP_ASSIGN_OR_RETURN(SessionSecret secret, sessions_->Create(user->user_id));
   return IssueGrant(*user, std::move(secret));
 }

@@ -124,6 +124,12 @@ TEST_F(AuthServiceTest, FirstAdminSetsUpThenSignsInAndOut) {
   EXPECT_EQ(grant.role(), common::v1::ROLE_ADMIN);
   EXPECT_EQ(grant.user().email(), "admin@example.org");
   EXPECT_EQ(Verify(grant.session_token()), grpc::StatusCode::OK);
+  // The setup is the account's first sign-in: its workspace is requested.
+  absl::StatusOr<std::vector<OutboxItem>> pending = auth_->provisioner_outbox().Pending();
+  ASSERT_THAT(pending, IsOk());
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].action, "ensure");
+  EXPECT_EQ((*pending)[0].user_id, grant.user().user_id());
   // The setup link is single use.
   v1::CompleteSetupRequest again;
   again.set_setup_token(setup_token_);
