@@ -66,7 +66,9 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
   }
   if (!root.IsMap()) return Bad(source, "a profile must be a map");
   ToolProfile profile;
-  static const std::set<std::string> kKeys = {"name", "description", "command", "env", "files"};
+  static const std::set<std::string> kKeys = {"name",   "description",    "command",
+                                              "env",    "files",          "health",
+                                              "ports",  "schedule_store", "identity_headers"};
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string key = it->first.as<std::string>("");
     if (!kKeys.count(key)) return Bad(source, absl::StrCat("unknown key '", key, "'"));
@@ -107,6 +109,76 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
         return Bad(source, ok.message());
       }
       profile.files.push_back(std::move(entry));
+    }
+  }
+  auto port_ok = [](const YAML::Node& node, int* out) {
+    int value = 0;
+    if (!node.IsScalar() || !YAML::convert<int>::decode(node, value) || value < 1 || value > 65535) {
+      return false;
+    }
+    *out = value;
+    return true;
+  };
+  if (root["health"]) {
+    const YAML::Node health = root["health"];
+    if (!health.IsMap() || (health["http"] && !health["http"].IsMap())) {
+      return Bad(source, "health must be a map, e.g. {http: {port: 8080, path: /healthz}}");
+    }
+    if (const YAML::Node http = health["http"]; http) {
+      if (!port_ok(http["port"], &profile.health.http_port)) {
+        return Bad(source, "health.http.port must be a port number (1-65535)");
+      }
+      if (http["path"]) {
+        profile.health.http_path = http["path"].as<std::string>("");
+        if (profile.health.http_path.empty() || profile.health.http_path.front() != '/' ||
+            profile.health.http_path.find_first_of(" \t\r\n") != std::string::npos) {
+          return Bad(source, "health.http.path must be a path starting with /");
+        }
+      }
+    }
+  }
+  if (root["ports"]) {
+    if (!root["ports"].IsSequence()) return Bad(source, "ports must be a list of port numbers");
+    for (const auto& item : root["ports"]) {
+      int port = 0;
+      if (!port_ok(item, &port)) return Bad(source, "ports must be port numbers (1-65535)");
+      profile.ports.push_back(port);
+    }
+  }
+  if (root["schedule_store"]) {
+    profile.schedule_store = root["schedule_store"].as<std::string>("");
+    if (!profile.schedule_store.empty() && !SafeRelativePath(profile.schedule_store)) {
+      return Bad(source, "schedule_store must be a path relative to the home directory");
+    }
+  }
+  if (const YAML::Node identity = root["identity_headers"]; identity) {
+    static const std::set<std::string> kIdentityKeys = {
+        "user_header", "user_value", "set_forwarded_headers", "strip_headers", "tool_base_path"};
+    if (!identity.IsMap()) return Bad(source, "identity_headers must be a map");
+    for (auto it = identity.begin(); it != identity.end(); ++it) {
+      if (!kIdentityKeys.count(it->first.as<std::string>(""))) {
+        return Bad(source, absl::StrCat("unknown key 'identity_headers.",
+                                        it->first.as<std::string>(""), "'"));
+      }
+    }
+    IdentityHeaders& out = profile.identity;
+    out.enabled = true;
+    out.user_header = identity["user_header"].as<std::string>("");
+    out.user_value = identity["user_value"].as<std::string>("email");
+    out.set_forwarded_headers = identity["set_forwarded_headers"].as<bool>(false);
+    out.tool_base_path = identity["tool_base_path"].as<std::string>("/");
+    if (identity["strip_headers"]) {
+      if (!identity["strip_headers"].IsSequence()) {
+        return Bad(source, "identity_headers.strip_headers must be a list");
+      }
+      for (const auto& h : identity["strip_headers"]) out.strip_headers.push_back(h.as<std::string>(""));
+    }
+    if (out.user_header.empty() ||
+        out.user_header.find_first_of(" :\t\r\n") != std::string::npos) {
+      return Bad(source, "identity_headers.user_header must be a header name");
+    }
+    if (out.user_value != "email" && out.user_value != "user_id") {
+      return Bad(source, "identity_headers.user_value must be email or user_id");
     }
   }
   return profile;

@@ -15,13 +15,38 @@ struct StampedFileTemplate {
   std::string text;  // with {{variable}} placeholders
 };
 
+// How the supervisor decides the tool is healthy: its process runs (http_port 0), or an HTTP
+// GET of http://127.0.0.1:<http_port><http_path> inside the sandbox answers 2xx or 3xx.
+struct HealthCheck {
+  int http_port = 0;
+  std::string http_path = "/";
+};
+
+// How the proxy passes the signed-in person to the tool (GetEndpoint's IdentityHeaderSettings).
+struct IdentityHeaders {
+  bool enabled = false;
+  std::string user_header;           // e.g. "x-forwarded-user"
+  std::string user_value = "email";  // "email" or "user_id"
+  bool set_forwarded_headers = false;
+  std::vector<std::string> strip_headers;
+  std::string tool_base_path = "/";
+};
+
 // A tool profile (profiles/<name>.yaml): what runs in a workspace and how it is configured.
+// Which of the owner's keys it consumes, and how, is the secrets catalogue's per-profile
+// mapping (services/secrets/catalogue.json).
 struct ToolProfile {
   std::string name;
   std::string description;
   std::vector<std::string> command;
   std::map<std::string, std::string> env;
   std::vector<StampedFileTemplate> files;
+  HealthCheck health;
+  // TCP ports the tool itself listens on inside the sandbox (its web UI first).
+  std::vector<int> ports;
+  // Where the tool keeps its scheduled jobs, relative to the home directory ("" = none).
+  std::string schedule_store;
+  IdentityHeaders identity;
 };
 
 // Parses one profile. INVALID_ARGUMENT naming `source` and the problem: unknown keys, missing

@@ -193,7 +193,12 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
   spec.command = {"/opt/tidepool/bin/tidepool-supervisor", "--socket",
                   "/run/tidepool/supervisor.sock", "--tool-log",
                   "/home/user/.tidepool/logs/tool.log", "--env-file",
-                  "/opt/tidepool/secrets/env", "--"};
+                  "/opt/tidepool/secrets/env"};
+  if (profile.health.http_port > 0) {
+    spec.command.push_back("--health-http");
+    spec.command.push_back(absl::StrCat(profile.health.http_port, ":", profile.health.http_path));
+  }
+  spec.command.push_back("--");
   spec.command.insert(spec.command.end(), profile.command.begin(), profile.command.end());
   spec.env = profile.env;
   spec.env["HOME"] = "/home/user";
@@ -584,6 +589,9 @@ absl::StatusOr<Endpoint> WorkspaceManager::GetEndpoint(const std::string& worksp
   Endpoint endpoint;
   endpoint.unix_socket_path = SocketPath(workspace_id);
   endpoint.credential_expire_time = clock_.Now() + options_.credential_lifetime;
+  if (auto profile = options_.profiles.find(record.profile); profile != options_.profiles.end()) {
+    endpoint.identity = profile->second.identity;
+  }
   endpoint.credential = MintWorkspaceCredential(
       DeriveWorkspaceKey(options_.platform_key, workspace_id), workspace_id, caller,
       endpoint.credential_expire_time);

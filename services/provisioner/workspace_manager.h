@@ -52,6 +52,8 @@ struct Endpoint {
   std::string unix_socket_path;
   std::string credential;  // secret
   absl::Time credential_expire_time = absl::InfinitePast();
+  // From the workspace's profile: how the proxy passes the person to the tool.
+  IdentityHeaders identity;
 };
 
 // Drives every workspace's observed state towards its desired state through a Runtime:

@@ -215,6 +215,15 @@ grpc::Status WorkspaceServiceImpl::GetEndpoint(grpc::ServerContext* context,
   response->set_credential(endpoint->credential);
   *response->mutable_credential_expire_time() = Stamp(endpoint->credential_expire_time);
   response->set_state(commonpb::WORKSPACE_STATE_RUNNING);
+  const IdentityHeaders& identity = endpoint->identity;
+  v1::IdentityHeaderSettings* headers = response->mutable_identity_headers();
+  headers->set_enabled(identity.enabled);
+  headers->set_user_header(identity.user_header);
+  headers->set_user_value(identity.user_value == "user_id" ? v1::IDENTITY_VALUE_USER_ID
+                                                           : v1::IDENTITY_VALUE_EMAIL);
+  headers->set_set_forwarded_headers(identity.set_forwarded_headers);
+  for (const std::string& header : identity.strip_headers) headers->add_strip_headers(header);
+  headers->set_tool_base_path(identity.tool_base_path);
   return grpc::Status::OK;
 }
 

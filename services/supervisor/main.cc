@@ -9,8 +9,11 @@
 //   TIDEPOOL_WORKSPACE_ID    the workspace id
 //   TIDEPOOL_WORKSPACE_KEY   the workspace key, hex (verifies credentials)
 //   TIDEPOOL_PROFILE         the profile name
-// Usage: tidepool-supervisor --socket PATH [--tool-log PATH] [--env-file PATH] [-- TOOL ARGV...]
+// Usage: tidepool-supervisor --socket PATH [--tool-log PATH] [--env-file PATH] [--health-http PORT:PATH]
+//        [-- TOOL ARGV...]
 //   --env-file: KEY=VALUE lines merged into the tool's environment at every (re)start.
+//   --health-http PORT:PATH: the tool is healthy while GET http://127.0.0.1:PORT PATH answers
+//     2xx or 3xx (otherwise: while its process runs).
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -30,6 +33,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -161,6 +165,17 @@ int Main(int argc, char** argv) {
       tool_options.log_path = argv[++i];
     } else if (arg == "--env-file" && i + 1 < argc) {
       tool_options.env_file = argv[++i];
+    } else if (arg == "--health-http" && i + 1 < argc) {
+      // PORT:PATH, e.g. 18789:/healthz
+      const std::string value = argv[++i];
+      const size_t colon = value.find(':');
+      if (colon == std::string::npos ||
+          !absl::SimpleAtoi(value.substr(0, colon), &tool_options.health_port) ||
+          tool_options.health_port < 1 || tool_options.health_port > 65535) {
+        std::cerr << "tidepool-supervisor: --health-http wants PORT:PATH\n";
+        return 2;
+      }
+      tool_options.health_path = value.substr(colon + 1);
     } else if (arg == "--") {
       for (++i; i < argc; ++i) tool_options.argv.push_back(argv[i]);
     } else {

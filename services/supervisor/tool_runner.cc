@@ -1,6 +1,8 @@
 #include "services/supervisor/tool_runner.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,6 +11,12 @@
 #include <fstream>
 #include <functional>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace tidepool::supervisor {
@@ -71,6 +79,39 @@ void TerminateGroup(pid_t pid, absl::Duration grace, const std::function<bool()>
   if (!gone()) ::kill(-pid, SIGKILL);
 }
 
+// One HTTP/1.1 GET to 127.0.0.1:port; true for a 2xx or 3xx answer within `timeout`.
+bool HttpHealthy(int port, const std::string& path, absl::Duration timeout, std::string* message) {
+  namespace asio = boost::asio;
+  namespace http = boost::beast::http;
+  asio::io_context io;
+  asio::ip::tcp::socket socket(io);
+  boost::system::error_code ec;
+  socket.connect({asio::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)}, ec);
+  if (ec) {
+    *message = "health check: nothing listens on the port yet";
+    return false;
+  }
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(absl::ToInt64Seconds(timeout));
+  ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  http::request<http::empty_body> request(http::verb::get, path, 11);
+  request.set(http::field::host, "127.0.0.1");
+  request.set(http::field::user_agent, "tidepool-supervisor");
+  http::write(socket, request, ec);
+  boost::beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 * 1024);
+  if (!ec) http::read(socket, buffer, parser, ec);
+  if (ec) {
+    *message = "health check: no HTTP answer";
+    return false;
+  }
+  const unsigned status = parser.get().result_int();
+  *message = status < 400 ? "" : absl::StrCat("health check answered HTTP ", status);
+  return status >= 200 && status < 400;
+}
+
 }  // namespace
 
 ToolRunner::ToolRunner(ToolRunnerOptions options) : options_(std::move(options)) {}
@@ -82,6 +123,29 @@ void ToolRunner::Start() {
     return;
   }
   thread_ = std::thread([this] { Loop(); });
+  if (options_.health_port > 0) health_thread_ = std::thread([this] { HealthLoop(); });
+}
+
+void ToolRunner::HealthLoop() {
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      // Check quickly while starting, then at the interval.
+      const absl::Duration wait = ever_healthy_ ? options_.health_interval : absl::Milliseconds(200);
+      mu_.AwaitWithTimeout(absl::Condition(&stop), wait);
+      if (stopping_) return;
+      if (pid_ == 0) continue;
+    }
+    std::string message;
+    const bool healthy =
+        HttpHealthy(options_.health_port, options_.health_path, absl::Seconds(2), &message);
+    absl::MutexLock lock(&mu_);
+    if (pid_ == 0) continue;
+    healthy_ = healthy;
+    ever_healthy_ = ever_healthy_ || healthy;
+    health_message_ = message;
+  }
 }
 
 void ToolRunner::Loop() {
@@ -95,6 +159,9 @@ void ToolRunner::Loop() {
       for (auto& [k, v] : ReadEnvFile(options_.env_file)) env[k] = std::move(v);
       pid = Spawn(options_.argv, env, options_.log_path);
       pid_ = pid;
+      healthy_ = false;
+      ever_healthy_ = false;
+      health_message_.clear();
       start_time_ = absl::Now();
       ++restarts_;
     }
@@ -160,6 +227,7 @@ void ToolRunner::Stop() {
     });
   }
   if (thread_.joinable()) thread_.join();
+  if (health_thread_.joinable()) health_thread_.join();
 }
 
 v1::ToolStatus ToolRunner::Status() const {
@@ -174,8 +242,10 @@ v1::ToolStatus ToolRunner::Status() const {
   if (stopping_) {
     status.set_health(v1::TOOL_HEALTH_STOPPED);
   } else if (pid_ > 0) {
-    // Profiles with an HTTP health check arrive with issue #7; a running process counts.
-    status.set_health(v1::TOOL_HEALTH_HEALTHY);
+    status.set_health(options_.health_port == 0 || healthy_ ? v1::TOOL_HEALTH_HEALTHY
+                      : ever_healthy_                        ? v1::TOOL_HEALTH_UNHEALTHY
+                                                             : v1::TOOL_HEALTH_STARTING);
+    status.set_message(health_message_);
     status.set_pid(pid_);
     *status.mutable_start_time() = Stamp(start_time_);
   } else {

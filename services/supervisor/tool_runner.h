@@ -26,6 +26,11 @@ struct ToolRunnerOptions {
   absl::Duration first_backoff = absl::Seconds(1);
   absl::Duration max_backoff = absl::Seconds(30);
   absl::Duration stop_grace = absl::Seconds(5);
+  // HTTP health check inside the sandbox: GET http://127.0.0.1:<health_port><health_path>;
+  // 0 means "the process runs" is healthy.
+  int health_port = 0;
+  std::string health_path = "/";
+  absl::Duration health_interval = absl::Seconds(2);
 };
 
 // Runs the profile's tool: starts it, restarts it with exponential backoff when it exits, and
@@ -44,6 +49,7 @@ class ToolRunner {
 
  private:
   void Loop();
+  void HealthLoop();
 
   const ToolRunnerOptions options_;
   mutable absl::Mutex mu_;
@@ -55,7 +61,12 @@ class ToolRunner {
   absl::Time last_exit_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time next_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool restart_now_ ABSL_GUARDED_BY(mu_) = false;
+  // The last health check's verdict for the current run, and whether it ever passed.
+  bool healthy_ ABSL_GUARDED_BY(mu_) = false;
+  bool ever_healthy_ ABSL_GUARDED_BY(mu_) = false;
+  std::string health_message_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
+  std::thread health_thread_;
 };
 
 }  // namespace tidepool::supervisor

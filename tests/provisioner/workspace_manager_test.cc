@@ -319,5 +319,34 @@ TEST_F(WorkspaceSecretsTest, KeysReachTheToolAndAChangeRestartsItOnlyWhenItMust)
   EXPECT_THAT(after, ::testing::Not(HasSubstr("ANTHROPIC_API_KEY")));
 }
 
+TEST_F(WorkspaceSecretsTest, AToolWithAnHttpHealthCheckIsReportedHealthyOnceItAnswers) {
+  absl::StatusOr<EnsureOutcome> outcome = manager_->Ensure(kBob, "webtool", "");
+  ASSERT_THAT(outcome, IsOk());
+  absl::StatusOr<WorkspaceRecord> settled =
+      manager_->AwaitSettled(outcome->workspace.workspace_id, absl::Now() + absl::Seconds(30));
+  ASSERT_THAT(settled, IsOk());
+  ASSERT_EQ(settled->state, commonpb::WORKSPACE_STATE_RUNNING);
+  absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(settled->workspace_id, "proxy");
+  ASSERT_THAT(endpoint, IsOk());
+  EXPECT_TRUE(endpoint->identity.enabled);
+  EXPECT_EQ(endpoint->identity.user_header, "x-forwarded-user");
+  const std::string key = DeriveWorkspaceKey(options_.platform_key, settled->workspace_id);
+  const std::string credential = MintWorkspaceCredential(key, settled->workspace_id, "provisioner",
+                                                         absl::Now() + absl::Minutes(1));
+  std::string body;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    absl::StatusOr<SupervisorReply> reply =
+        PostToSupervisor(manager_->SocketPath(settled->workspace_id), "/_tidepool/v1/GetStatus",
+                         credential, "{}", absl::Seconds(5));
+    ASSERT_THAT(reply, IsOk());
+    body = reply->body;
+    if (body.find("TOOL_HEALTH_HEALTHY") != std::string::npos) break;
+    EXPECT_THAT(body, HasSubstr("TOOL_HEALTH_STARTING"));
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_THAT(body, HasSubstr("TOOL_HEALTH_HEALTHY"));
+}
+
 }  // namespace
 }  // namespace tidepool::provisioner

@@ -1,0 +1,76 @@
+#include "services/provisioner/profile.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace tidepool::provisioner {
+namespace {
+
+using ::testing::HasSubstr;
+using ::tidepool::testing::IsOk;
+using ::tidepool::testing::StatusIs;
+
+TEST(ProfileTest, TheShippedProfilesLoad) {
+  absl::StatusOr<std::map<std::string, ToolProfile>> profiles =
+      LoadProfiles(std::string(TIDEPOOL_SOURCE_DIR) + "/profiles");
+  ASSERT_THAT(profiles, IsOk());
+  ASSERT_TRUE(profiles->count("shell"));
+  EXPECT_EQ(profiles->at("shell").command.front(), "/bin/sh");
+  EXPECT_EQ(profiles->at("shell").health.http_port, 0);
+}
+
+TEST(ProfileTest, ReadsHealthPortsSchedulesAndIdentityHeaders) {
+  absl::StatusOr<std::map<std::string, ToolProfile>> profiles =
+      LoadProfiles(std::string(TIDEPOOL_SOURCE_DIR) + "/tests/provisioner/profiles");
+  ASSERT_THAT(profiles, IsOk());
+  const ToolProfile& web = profiles->at("webtool");
+  EXPECT_EQ(web.health.http_port, 8765);
+  EXPECT_EQ(web.health.http_path, "/");
+  EXPECT_THAT(web.ports, ::testing::ElementsAre(8765));
+  EXPECT_EQ(web.schedule_store, ".webtool/jobs.json");
+  EXPECT_TRUE(web.identity.enabled);
+  EXPECT_EQ(web.identity.user_header, "x-forwarded-user");
+  EXPECT_THAT(web.identity.strip_headers, ::testing::ElementsAre("x-forwarded-email"));
+}
+
+TEST(ProfileTest, RejectsBadProfilesWithAClearMessage) {
+  const std::string base = "name: x\ncommand: [/bin/true]\n";
+  struct Case {
+    std::string yaml;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"command: [/bin/true]\n", "needs a name"},
+           {"name: x\n", "needs a command"},
+           {"name: x\ncommand: [sh]\n", "absolute path"},
+           {base + "typo: 1\n", "unknown key 'typo'"},
+           {base + "files:\n  - path: ../escape\n    template: x\n", "without '..'"},
+           {base + "files:\n  - path: a\n    template: '{{secret}}'\n", "unknown template placeholder"},
+           {base + "health:\n  http: {port: 0}\n", "health.http.port"},
+           {base + "health:\n  http: {port: 80, path: nope}\n", "health.http.path"},
+           {base + "ports: [70000]\n", "ports must be port numbers"},
+           {base + "schedule_store: /etc/x\n", "schedule_store"},
+           {base + "identity_headers: {user_value: email}\n", "user_header"},
+           {base + "identity_headers: {user_header: x-user, user_value: name}\n", "user_value"},
+           {base + "identity_headers: {user_header: x-user, nope: 1}\n", "unknown key"},
+           {"[1, 2]\n", "must be a map"},
+       }) {
+    EXPECT_THAT(ParseProfile(c.yaml, "p.yaml"),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.message)))
+        << c.yaml;
+  }
+}
+
+TEST(ProfileTest, TemplatesRenderKnownPlaceholdersOnly) {
+  EXPECT_THAT(RenderTemplate("tz={{timezone}} ws={{workspace_id}}",
+                             {{"timezone", "UTC"}, {"workspace_id", "ws_x"}}),
+              ::tidepool::testing::IsOkAndHolds(std::string("tz=UTC ws=ws_x")));
+  EXPECT_THAT(RenderTemplate("{{nope}}", {}), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(RenderTemplate("{{open", {}), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace tidepool::provisioner
