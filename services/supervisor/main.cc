@@ -1,9 +1,8 @@
 // tidepool-supervisor: the entry process of every workspace sandbox (see README.md).
 //
-// This is the part issue #6 needs: it runs the profile's tool with restarts, and serves
-// POST /_tidepool/v1/GetStatus and /_tidepool/v1/RestartTool on the workspace's Unix socket
-// to callers holding a valid per-workspace credential. The terminal, files, previews, egress relay and config guard
-// arrive with issue #7; their routes answer UNIMPLEMENTED (HTTP 501) until then.
+// It runs the profile's tool with restarts and serves, on the workspace's Unix socket, to
+// callers holding a valid per-workspace credential: GetStatus, ListPorts, RestartTool and
+// StopTool. Routes not built yet answer UNIMPLEMENTED (HTTP 501).
 //
 // Environment (read once, then removed from the environment so the tool never sees them):
 //   TIDEPOOL_WORKSPACE_ID    the workspace id
@@ -26,6 +25,9 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
 #include <iostream>
 #include <string>
 #include <thread>
@@ -33,12 +35,14 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "lib/crypto/crypto.h"
 #include "lib/workspace_credential.h"
+#include "services/supervisor/ports.h"
 #include "services/supervisor/tool_runner.h"
 
 namespace tidepool::supervisor {
@@ -81,7 +85,91 @@ http::response<http::string_body> Error(unsigned version, http::status status,
                    absl::StrCat("{\"code\":\"", code, "\",\"message\":\"", message, "\"}"));
 }
 
+// Parses `body` into `request` with protobuf's JSON mapping (unknown fields are refused).
+template <typename Request>
+bool ParseBody(const std::string& body, Request* request) {
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  return google::protobuf::util::JsonStringToMessage(body.empty() ? "{}" : body, request, options)
+      .ok();
+}
+
+template <typename Response>
+http::response<http::string_body> Reply(unsigned version, const Response& response) {
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(response, &json);
+  return JsonReply(version, http::status::ok, std::move(json));
+}
+
+http::status HttpStatusFor(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kInvalidArgument: return http::status::bad_request;
+    case absl::StatusCode::kUnauthenticated: return http::status::unauthorized;
+    case absl::StatusCode::kPermissionDenied: return http::status::forbidden;
+    case absl::StatusCode::kNotFound: return http::status::not_found;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kAborted: return http::status::conflict;
+    case absl::StatusCode::kFailedPrecondition: return http::status::precondition_failed;
+    case absl::StatusCode::kResourceExhausted: return http::status::too_many_requests;
+    case absl::StatusCode::kUnavailable: return http::status::service_unavailable;
+    case absl::StatusCode::kUnimplemented: return http::status::not_implemented;
+    default: return http::status::internal_server_error;
+  }
+}
+
+// One RPC route: who may call it and what it does with the JSON body.
+struct Route {
+  std::set<std::string> callers;
+  std::function<http::response<http::string_body>(unsigned version, const std::string& body)> run;
+};
+
+std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool) {
+  std::map<std::string, Route> routes;
+  routes["GetStatus"] = {{"proxy", "provisioner", "scaler"}, [&](unsigned version, const std::string&) {
+    v1::GetStatusResponse status;
+    *status.mutable_tool() = tool.Status();
+    status.set_supervisor_version(kVersion);
+    status.set_config_ok(true);
+    *status.mutable_status_time() =
+        google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(absl::Now()));
+    return Reply(version, status);
+  }};
+  routes["ListPorts"] = {{"proxy"}, [&](unsigned version, const std::string&) {
+    std::set<int> tool_pids;
+    if (const int pid = tool.Status().pid(); pid > 0) tool_pids.insert(pid);
+    absl::StatusOr<v1::ListPortsResponse> ports = ListListeningPorts(tool_pids, {});
+    if (!ports.ok()) {
+      return Error(version, HttpStatusFor(ports.status().code()),
+                   absl::StatusCodeToString(ports.status().code()), ports.status().message());
+    }
+    return Reply(version, *ports);
+  }};
+  routes["RestartTool"] = {{"provisioner"}, [&](unsigned version, const std::string& body) {
+    v1::RestartToolRequest request;
+    if (!ParseBody(body, &request)) {
+      return Error(version, http::status::bad_request, "INVALID_ARGUMENT", "malformed request");
+    }
+    tool.Restart();
+    v1::RestartToolResponse response;
+    *response.mutable_tool() = tool.Status();
+    return Reply(version, response);
+  }};
+  routes["StopTool"] = {{"provisioner"}, [&](unsigned version, const std::string& body) {
+    v1::StopToolRequest request;
+    if (!ParseBody(body, &request)) {
+      return Error(version, http::status::bad_request, "INVALID_ARGUMENT", "malformed request");
+    }
+    tool.Pause();
+    v1::StopToolResponse response;
+    *response.mutable_tool() = tool.Status();
+    return Reply(version, response);
+  }};
+  (void)config;
+  return routes;
+}
+
 http::response<http::string_body> Handle(const Config& config, ToolRunner& tool,
+                                         const std::map<std::string, Route>& routes,
                                          const http::request<http::string_body>& request) {
   const unsigned version = request.version();
   auto header = request.find("X-Tidepool-Credential");
@@ -92,45 +180,27 @@ http::response<http::string_body> Handle(const Config& config, ToolRunner& tool,
     return Error(version, http::status::unauthorized, "UNAUTHENTICATED",
                  "a valid workspace credential is required");
   }
-  const std::string target(request.target());
-  if (target == "/_tidepool/v1/GetStatus") {
-    if (request.method() != http::verb::post) {
-      return Error(version, http::status::method_not_allowed, "INVALID_ARGUMENT", "use POST");
+  absl::string_view target(request.target().data(), request.target().size());
+  if (absl::ConsumePrefix(&target, "/_tidepool/v1/")) {
+    auto route = routes.find(std::string(target));
+    if (route != routes.end()) {
+      if (request.method() != http::verb::post) {
+        return Error(version, http::status::method_not_allowed, "INVALID_ARGUMENT", "use POST");
+      }
+      if (!route->second.callers.count(*caller)) {
+        return Error(version, http::status::forbidden, "PERMISSION_DENIED",
+                     "this caller may not use this route");
+      }
+      return route->second.run(version, request.body());
     }
-    if (*caller != "proxy" && *caller != "provisioner" && *caller != "scaler") {
-      return Error(version, http::status::forbidden, "PERMISSION_DENIED",
-                   "this caller may not read the status");
-    }
-    v1::GetStatusResponse status;
-    *status.mutable_tool() = tool.Status();
-    status.set_supervisor_version(kVersion);
-    status.set_config_ok(true);
-    *status.mutable_status_time() =
-        google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(absl::Now()));
-    std::string json;
-    (void)google::protobuf::util::MessageToJsonString(status, &json);
-    return JsonReply(version, http::status::ok, std::move(json));
   }
-  if (target == "/_tidepool/v1/RestartTool") {
-    if (request.method() != http::verb::post) {
-      return Error(version, http::status::method_not_allowed, "INVALID_ARGUMENT", "use POST");
-    }
-    if (*caller != "provisioner") {
-      return Error(version, http::status::forbidden, "PERMISSION_DENIED",
-                   "only the provisioner may restart the tool");
-    }
-    tool.Restart();
-    v1::RestartToolResponse restarted;
-    *restarted.mutable_tool() = tool.Status();
-    std::string json;
-    (void)google::protobuf::util::MessageToJsonString(restarted, &json);
-    return JsonReply(version, http::status::ok, std::move(json));
-  }
+  (void)tool;
   return Error(version, http::status::not_implemented, "UNIMPLEMENTED",
-               "this supervisor route arrives with issue #7 (terminal, files, previews, tool UI)");
+               "this supervisor route arrives with issue #7 (terminal, files, tool UI)");
 }
 
-void Serve(const Config& config, ToolRunner& tool, local::socket socket) {
+void Serve(const Config& config, ToolRunner& tool, const std::map<std::string, Route>& routes,
+           local::socket socket) {
   beast::flat_buffer buffer;
   boost::system::error_code ec;
   for (;;) {
@@ -139,7 +209,7 @@ void Serve(const Config& config, ToolRunner& tool, local::socket socket) {
     http::read(socket, buffer, parser, ec);
     if (ec) return;
     http::request<http::string_body> request = parser.release();
-    http::response<http::string_body> response = Handle(config, tool, request);
+    http::response<http::string_body> response = Handle(config, tool, routes, request);
     response.keep_alive(request.keep_alive());
     http::write(socket, response, ec);
     if (ec || !request.keep_alive()) return;
@@ -221,13 +291,15 @@ int Main(int argc, char** argv) {
   ::chmod(config.socket_path.c_str(), 0600);
   ToolRunner tool(tool_options);
   tool.Start();
+  const std::map<std::string, Route> routes = Routes(config, tool);
   std::thread accept_thread([&] {
     for (;;) {
       local::socket socket(io);
       boost::system::error_code accept_ec;
       acceptor.accept(socket, accept_ec);
       if (accept_ec) return;
-      std::thread(Serve, std::cref(config), std::ref(tool), std::move(socket)).detach();
+      std::thread(Serve, std::cref(config), std::ref(tool), std::cref(routes), std::move(socket))
+          .detach();
     }
   });
   int signal_number = 0;

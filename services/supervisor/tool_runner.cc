@@ -154,6 +154,10 @@ void ToolRunner::Loop() {
     pid_t pid = 0;
     {
       absl::MutexLock lock(&mu_);
+      auto runnable = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !paused_;
+      };
+      mu_.Await(absl::Condition(&runnable));
       if (stopping_) return;
       std::map<std::string, std::string> env = options_.env;
       for (auto& [k, v] : ReadEnvFile(options_.env_file)) env[k] = std::move(v);
@@ -176,15 +180,15 @@ void ToolRunner::Loop() {
     if (stopping_) return;
     // A tool that ran for a while, or was restarted on request, starts the backoff afresh.
     if (last_exit_time_ - start_time_ > options_.max_backoff) backoff = options_.first_backoff;
-    if (restart_now_) {
+    if (restart_now_ || paused_) {
       restart_now_ = false;
       backoff = options_.first_backoff;
-      continue;
+      continue;  // paused: waits above until Restart()
     }
     next_start_ = absl::Now() + backoff;
     const absl::Time wake = next_start_;
     auto stop_or_due = [this, wake]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return stopping_ || restart_now_ || absl::Now() >= wake;
+      return stopping_ || restart_now_ || paused_ || absl::Now() >= wake;
     };
     mu_.AwaitWithDeadline(absl::Condition(&stop_or_due), wake);
     if (restart_now_) {
@@ -196,11 +200,32 @@ void ToolRunner::Loop() {
   }
 }
 
+void ToolRunner::Pause() {
+  pid_t pid = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ || paused_) return;
+    paused_ = true;
+    pid = pid_;
+    next_start_ = absl::Now();  // ends a backoff wait at once
+  }
+  if (pid > 0) {
+    TerminateGroup(pid, options_.stop_grace, [this, pid] {
+      absl::MutexLock lock(&mu_);
+      return pid_ != pid;
+    });
+  }
+}
+
 void ToolRunner::Restart() {
   pid_t pid = 0;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
+    if (paused_) {
+      paused_ = false;  // the loop is waiting to start it
+      return;
+    }
     restart_now_ = true;
     pid = pid_;
     next_start_ = absl::Now();  // ends a backoff wait at once
@@ -239,7 +264,7 @@ v1::ToolStatus ToolRunner::Status() const {
     status.set_message("this profile runs no tool");
     return status;
   }
-  if (stopping_) {
+  if (stopping_ || (paused_ && pid_ == 0)) {
     status.set_health(v1::TOOL_HEALTH_STOPPED);
   } else if (pid_ > 0) {
     status.set_health(options_.health_port == 0 || healthy_ ? v1::TOOL_HEALTH_HEALTHY

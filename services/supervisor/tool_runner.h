@@ -43,8 +43,10 @@ class ToolRunner {
   void Start();
   void Stop();
   // Stops the running tool (SIGTERM, SIGKILL after the grace period) and starts it again at
-  // once, re-reading env_file. No-op while stopping.
+  // once, re-reading env_file (also after Pause). No-op while stopping.
   void Restart();
+  // Stops the tool and keeps it stopped (health STOPPED) until Restart().
+  void Pause();
   v1::ToolStatus Status() const;
 
  private:
@@ -61,6 +63,7 @@ class ToolRunner {
   absl::Time last_exit_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time next_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool restart_now_ ABSL_GUARDED_BY(mu_) = false;
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
   // The last health check's verdict for the current run, and whether it ever passed.
   bool healthy_ ABSL_GUARDED_BY(mu_) = false;
   bool ever_healthy_ ABSL_GUARDED_BY(mu_) = false;

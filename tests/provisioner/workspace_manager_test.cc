@@ -346,6 +346,39 @@ TEST_F(WorkspaceSecretsTest, AToolWithAnHttpHealthCheckIsReportedHealthyOnceItAn
     absl::SleepFor(absl::Milliseconds(100));
   }
   EXPECT_THAT(body, HasSubstr("TOOL_HEALTH_HEALTHY"));
+
+  // Previews: the tool's port, with its process, as the proxy would list them.
+  absl::StatusOr<SupervisorReply> ports =
+      PostToSupervisor(manager_->SocketPath(settled->workspace_id), "/_tidepool/v1/ListPorts",
+                       endpoint->credential, "{}", absl::Seconds(5));
+  ASSERT_THAT(ports, IsOk());
+  EXPECT_EQ(ports->status, 200) << ports->body;
+  EXPECT_THAT(ports->body, HasSubstr("\"port\":8765"));
+  EXPECT_THAT(ports->body, HasSubstr("python3"));
+  EXPECT_THAT(ports->body, HasSubstr("\"tool\":true"));
+  // Tool control is the provisioner's alone.
+  absl::StatusOr<SupervisorReply> denied =
+      PostToSupervisor(manager_->SocketPath(settled->workspace_id), "/_tidepool/v1/StopTool",
+                       endpoint->credential, "{}", absl::Seconds(5));
+  ASSERT_THAT(denied, IsOk());
+  EXPECT_EQ(denied->status, 403);
+  absl::StatusOr<SupervisorReply> stopped =
+      PostToSupervisor(manager_->SocketPath(settled->workspace_id), "/_tidepool/v1/StopTool",
+                       credential, "{}", absl::Seconds(15));
+  ASSERT_THAT(stopped, IsOk());
+  EXPECT_EQ(stopped->status, 200) << stopped->body;
+  EXPECT_THAT(stopped->body, HasSubstr("TOOL_HEALTH_STOPPED"));
+  absl::StatusOr<SupervisorReply> restarted =
+      PostToSupervisor(manager_->SocketPath(settled->workspace_id), "/_tidepool/v1/RestartTool",
+                       credential, "{\"reason\":\"test\"}", absl::Seconds(15));
+  ASSERT_THAT(restarted, IsOk());
+  EXPECT_EQ(restarted->status, 200) << restarted->body;
+  // Malformed bodies and unknown fields are refused.
+  absl::StatusOr<SupervisorReply> malformed =
+      PostToSupervisor(manager_->SocketPath(settled->workspace_id), "/_tidepool/v1/RestartTool",
+                       credential, "{\"nope\":1}", absl::Seconds(5));
+  ASSERT_THAT(malformed, IsOk());
+  EXPECT_EQ(malformed->status, 400);
 }
 
 }  // namespace
