@@ -7,6 +7,7 @@
 #include "cmd/tidepoolctl/audit_command.h"
 #include "cmd/tidepoolctl/status_command.h"
 #include "cmd/tidepoolctl/users_command.h"
+#include "cmd/tidepoolctl/workspaces_command.h"
 #include "lib/cli_flags.h"
 #include "lib/grpc_logging.h"
 
@@ -20,6 +21,7 @@ constexpr char kUsage[] =
     "  audit query|export|verify|checkpoint   the audit trail (tidepoolctl audit help)\n"
     "  users list|suspend|reinstate|set-role  people (tidepoolctl users help)\n"
     "  invites create|list|revoke             invite codes (tidepoolctl invites help)\n"
+    "  workspaces list|ensure|wake|stop|restart|delete|usage   (tidepoolctl workspaces help)\n"
     "  version                          print the version\n"
     "\n"
     "flags (all commands):\n";
@@ -46,6 +48,9 @@ int main(int argc, char** argv) {
   }
   if (args[0] == "invites") {
     return tidepool::ctl::InvitesCommand(rest, std::cout, std::cerr);
+  }
+  if (args[0] == "workspaces") {
+    return tidepool::ctl::WorkspacesCommand(rest, std::cout, std::cerr);
   }
   if (args[0] == "status") {
     return tidepool::ctl::StatusCommand(rest, std::cout, std::cerr);

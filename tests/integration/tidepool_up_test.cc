@@ -171,6 +171,46 @@ TEST_F(TidepoolUpTest, UnbuiltRpcsAnswerUnimplementedNamingTheIssue) {
   EXPECT_THAT(status.error_message(), HasSubstr("issue #9"));
 }
 
+TEST_F(TidepoolUpTest, TidepoolctlRunsAWorkspaceThroughItsLifecycle) {
+  auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), BinaryPath("tidepoolctl"));
+    args.push_back("--data-dir");
+    args.push_back(platform_->data_dir());
+    absl::StatusOr<tidepool::testing::CommandResult> result =
+        tidepool::testing::RunCommand(args, platform_->log_dir(), absl::Seconds(90));
+    EXPECT_THAT(result, IsOk());
+    return result.ok() ? *result : tidepool::testing::CommandResult{};
+  };
+  // The first administrator exists from the first start.
+  tidepool::testing::CommandResult users = ctl({"users", "list"});
+  ASSERT_EQ(users.exit_code, 0) << users.err;
+  const size_t at = users.out.find("u_");
+  ASSERT_NE(at, std::string::npos) << users.out;
+  const std::string owner = users.out.substr(at, 28);
+  tidepool::testing::CommandResult ensured = ctl({"workspaces", "ensure", "--owner", owner, "--wait"});
+  ASSERT_EQ(ensured.exit_code, 0) << ensured.err;
+  EXPECT_THAT(ensured.out, HasSubstr("running"));
+  const std::string workspace = ensured.out.substr(0, ensured.out.find(' '));
+  tidepool::testing::CommandResult usage = ctl({"workspaces", "usage", "--workspace", workspace});
+  EXPECT_EQ(usage.exit_code, 0) << usage.err;
+  EXPECT_THAT(usage.out, HasSubstr("of 1024 MiB"));
+  tidepool::testing::CommandResult refused = ctl({"workspaces", "delete", "--workspace", workspace});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("confirm_workspace_id"));
+  tidepool::testing::CommandResult deleted =
+      ctl({"workspaces", "delete", "--workspace", workspace, "--confirm", workspace});
+  EXPECT_EQ(deleted.exit_code, 0) << deleted.err;
+  // Wait until the sandbox is gone (nothing may outlive the test).
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  std::string listed;
+  while (absl::Now() < deadline) {
+    listed = ctl({"workspaces", "list"}).out;
+    if (listed.find("deleted       deleted") != std::string::npos) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_THAT(listed, HasSubstr("deleted       deleted"));
+}
+
 TEST_F(TidepoolUpTest, TidepoolctlStatusFindsThePlatformFromTheDataDir) {
   absl::StatusOr<tidepool::testing::CommandResult> json = tidepool::testing::RunCommand(
       {BinaryPath("tidepoolctl"), "status", "--json", "--data-dir", platform_->data_dir()},
