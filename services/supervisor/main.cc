@@ -2,7 +2,8 @@
 //
 // It runs the profile's tool with restarts and serves, on the workspace's Unix socket, to
 // callers holding a valid per-workspace credential: GetStatus, ListPorts, RestartTool and
-// StopTool. Routes not built yet answer UNIMPLEMENTED (HTTP 501).
+// StopTool, and terminals (a PTY running the user's shell) over WebSocket. Routes not built yet
+// answer UNIMPLEMENTED (HTTP 501).
 //
 // Environment (read once, then removed from the environment so the tool never sees them):
 //   TIDEPOOL_WORKSPACE_ID    the workspace id
@@ -22,6 +23,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -35,6 +37,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -43,6 +46,8 @@
 #include "lib/crypto/crypto.h"
 #include "lib/workspace_credential.h"
 #include "services/supervisor/ports.h"
+#include "services/supervisor/terminal.h"
+#include "services/supervisor/terminal_websocket.h"
 #include "services/supervisor/tool_runner.h"
 
 namespace tidepool::supervisor {
@@ -199,8 +204,59 @@ http::response<http::string_body> Handle(const Config& config, ToolRunner& tool,
                "this supervisor route arrives with issue #7 (terminal, files, tool UI)");
 }
 
+// GET /_tidepool/v1/terminal?session_id=&cols=&rows= with a WebSocket upgrade: the caller
+// (the proxy) is checked, then the connection becomes the terminal until it closes.
+bool MaybeServeTerminal(const Config& config, TerminalManager& terminals,
+                        const http::request<http::string_body>& request, local::socket& socket) {
+  absl::string_view target(request.target().data(), request.target().size());
+  const size_t query_at = target.find('?');
+  if (target.substr(0, query_at) != "/_tidepool/v1/terminal") return false;
+  auto reply = [&](http::response<http::string_body> response) {
+    boost::system::error_code ec;
+    response.keep_alive(false);
+    http::write(socket, response, ec);
+  };
+  auto header = request.find("X-Tidepool-Credential");
+  absl::StatusOr<std::string> caller = VerifyWorkspaceCredential(
+      config.workspace_key, config.workspace_id,
+      header == request.end() ? "" : std::string(header->value()), absl::Now());
+  if (!caller.ok()) {
+    reply(Error(request.version(), http::status::unauthorized, "UNAUTHENTICATED",
+                "a valid workspace credential is required"));
+    return true;
+  }
+  if (*caller != "proxy") {
+    reply(Error(request.version(), http::status::forbidden, "PERMISSION_DENIED",
+                "only the proxy opens terminals"));
+    return true;
+  }
+  std::map<std::string, std::string> params;
+  if (query_at != absl::string_view::npos) {
+    for (absl::string_view pair : absl::StrSplit(target.substr(query_at + 1), '&')) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+      params[kv.first] = kv.second;
+    }
+  }
+  int cols = 80;
+  int rows = 24;
+  const bool sizes_ok = (!params.count("cols") || absl::SimpleAtoi(params["cols"], &cols)) &&
+                        (!params.count("rows") || absl::SimpleAtoi(params["rows"], &rows));
+  absl::Status valid = sizes_ok ? CheckTerminalRequest(params["session_id"], cols, rows)
+                                : absl::InvalidArgumentError("cols and rows must be numbers");
+  if (!valid.ok() || !beast::websocket::is_upgrade(request)) {
+    reply(Error(request.version(), http::status::bad_request, "INVALID_ARGUMENT",
+                valid.ok() ? "a terminal needs a WebSocket upgrade" : valid.message()));
+    return true;
+  }
+  TerminalWebSocket ws(std::move(socket));
+  boost::system::error_code ec;
+  ws.accept(request, ec);
+  if (!ec) ServeTerminal(ws, terminals, params["session_id"], cols, rows);
+  return true;
+}
+
 void Serve(const Config& config, ToolRunner& tool, const std::map<std::string, Route>& routes,
-           local::socket socket) {
+           TerminalManager& terminals, local::socket socket) {
   beast::flat_buffer buffer;
   boost::system::error_code ec;
   for (;;) {
@@ -209,6 +265,7 @@ void Serve(const Config& config, ToolRunner& tool, const std::map<std::string, R
     http::read(socket, buffer, parser, ec);
     if (ec) return;
     http::request<http::string_body> request = parser.release();
+    if (MaybeServeTerminal(config, terminals, request, socket)) return;
     http::response<http::string_body> response = Handle(config, tool, routes, request);
     response.keep_alive(request.keep_alive());
     http::write(socket, response, ec);
@@ -292,13 +349,22 @@ int Main(int argc, char** argv) {
   ToolRunner tool(tool_options);
   tool.Start();
   const std::map<std::string, Route> routes = Routes(config, tool);
+  TerminalOptions terminal_options;
+  terminal_options.working_dir = tool_options.env.count("HOME") ? tool_options.env["HOME"] : "/";
+  for (const char* name : {"HOME", "USER", "SHELL", "LANG", "PATH", "TZ"}) {
+    if (auto it = tool_options.env.find(name); it != tool_options.env.end()) {
+      terminal_options.env[name] = it->second;
+    }
+  }
+  TerminalManager terminals(terminal_options);
   std::thread accept_thread([&] {
     for (;;) {
       local::socket socket(io);
       boost::system::error_code accept_ec;
       acceptor.accept(socket, accept_ec);
       if (accept_ec) return;
-      std::thread(Serve, std::cref(config), std::ref(tool), std::cref(routes), std::move(socket))
+      std::thread(Serve, std::cref(config), std::ref(tool), std::cref(routes), std::ref(terminals),
+                  std::move(socket))
           .detach();
     }
   });

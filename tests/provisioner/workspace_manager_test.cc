@@ -3,6 +3,12 @@
 #include "services/provisioner/workspace_manager.h"
 
 #include <atomic>
+#include <utility>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -125,6 +131,34 @@ TEST_F(WorkspaceManagerTest, EnsureEndsWithARunningSupervisorThatChecksCredentia
   std::string text((std::istreambuf_iterator<char>(stamped)), std::istreambuf_iterator<char>());
   EXPECT_THAT(text, HasSubstr(workspace.workspace_id));
   EXPECT_THAT(text, HasSubstr("Europe/Berlin"));
+}
+
+TEST_F(WorkspaceManagerTest, TheTerminalIsAShellInsideTheSandbox) {
+  namespace asio = boost::asio;
+  namespace beast = boost::beast;
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(workspace.workspace_id, "proxy");
+  ASSERT_THAT(endpoint, IsOk());
+  asio::io_context io;
+  beast::websocket::stream<asio::local::stream_protocol::socket> ws(io);
+  ws.next_layer().connect(asio::local::stream_protocol::endpoint(endpoint->unix_socket_path));
+  ws.set_option(beast::websocket::stream_base::decorator(
+      [&](beast::websocket::request_type& request) {
+        request.set("X-Tidepool-Credential", endpoint->credential);
+      }));
+  ws.handshake("workspace", "/_tidepool/v1/terminal?session_id=t1&cols=80&rows=24");
+  ws.binary(true);
+  ws.write(asio::buffer(std::string("echo uid=$(id -u) home=$HOME x=$((6*7)); ls /root 2>&1 | head -1\n")));
+  std::string seen;
+  beast::flat_buffer buffer;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline && seen.find("x=42") == std::string::npos) {
+    ws.read(buffer);
+    seen += beast::buffers_to_string(buffer.data());
+    buffer.consume(buffer.size());
+  }
+  EXPECT_THAT(seen, HasSubstr("uid=1000 home=/home/user x=42"));
+  ws.close(beast::websocket::close_code::normal);
 }
 
 TEST_F(WorkspaceManagerTest, FiftyConcurrentEnsureAndWakeCallsYieldOneSandbox) {
