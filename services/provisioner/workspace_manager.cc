@@ -206,6 +206,7 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
   if (!workspace.timezone.empty()) spec.env["TZ"] = workspace.timezone;
   spec.env["TIDEPOOL_WORKSPACE_ID"] = workspace.workspace_id;
   spec.env["TIDEPOOL_PROFILE"] = profile.name;
+  spec.env["TIDEPOOL_DISK_QUOTA_BYTES"] = absl::StrCat(options_.limits.disk_bytes);
   spec.env["TIDEPOOL_WORKSPACE_KEY"] =
       crypto::HexEncode(DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id));
   spec.limits = options_.limits;

@@ -1,14 +1,16 @@
 // tidepool-supervisor: the entry process of every workspace sandbox (see README.md).
 //
 // It runs the profile's tool with restarts and serves, on the workspace's Unix socket, to
-// callers holding a valid per-workspace credential: GetStatus, ListPorts, RestartTool and
-// StopTool, and terminals (a PTY running the user's shell) over WebSocket. Routes not built yet
+// callers holding a valid per-workspace credential: GetStatus, ListPorts, RestartTool,
+// StopTool, the file RPCs (ListFiles, StatFile, MakeDirectory, MovePath, CopyPath, DeletePath,
+// ExtractArchive) and terminals (a PTY running the user's shell) over WebSocket. Routes not built yet
 // answer UNIMPLEMENTED (HTTP 501).
 //
 // Environment (read once, then removed from the environment so the tool never sees them):
 //   TIDEPOOL_WORKSPACE_ID    the workspace id
 //   TIDEPOOL_WORKSPACE_KEY   the workspace key, hex (verifies credentials)
 //   TIDEPOOL_PROFILE         the profile name
+//   TIDEPOOL_DISK_QUOTA_BYTES  the volume quota the file API enforces (507 when reached)
 // Usage: tidepool-supervisor --socket PATH [--tool-log PATH] [--env-file PATH] [--health-http PORT:PATH]
 //        [-- TOOL ARGV...]
 //   --env-file: KEY=VALUE lines merged into the tool's environment at every (re)start.
@@ -45,6 +47,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "lib/crypto/crypto.h"
 #include "lib/workspace_credential.h"
+#include "services/supervisor/file_service.h"
 #include "services/supervisor/ports.h"
 #include "services/supervisor/terminal.h"
 #include "services/supervisor/terminal_websocket.h"
@@ -128,8 +131,38 @@ struct Route {
   std::function<http::response<http::string_body>(unsigned version, const std::string& body)> run;
 };
 
-std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool) {
+// A route that parses the request, calls `method` and answers its response or its error.
+template <typename Request, typename Response>
+Route FileRoute(FileService& files,
+                absl::StatusOr<Response> (FileService::*method)(const Request&)) {
+  return Route{{"proxy"}, [&files, method](unsigned version, const std::string& body) {
+                 Request request;
+                 if (!ParseBody(body, &request)) {
+                   return Error(version, http::status::bad_request, "INVALID_ARGUMENT",
+                                "malformed request");
+                 }
+                 absl::StatusOr<Response> response = (files.*method)(request);
+                 if (!response.ok()) {
+                   const absl::StatusCode code = response.status().code();
+                   return Error(version,
+                                code == absl::StatusCode::kResourceExhausted
+                                    ? http::status::insufficient_storage
+                                    : HttpStatusFor(code),
+                                absl::StatusCodeToString(code), response.status().message());
+                 }
+                 return Reply(version, *response);
+               }};
+}
+
+std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool, FileService& files) {
   std::map<std::string, Route> routes;
+  routes["ListFiles"] = FileRoute(files, &FileService::ListFiles);
+  routes["StatFile"] = FileRoute(files, &FileService::StatFile);
+  routes["MakeDirectory"] = FileRoute(files, &FileService::MakeDirectory);
+  routes["MovePath"] = FileRoute(files, &FileService::MovePath);
+  routes["CopyPath"] = FileRoute(files, &FileService::CopyPath);
+  routes["DeletePath"] = FileRoute(files, &FileService::DeletePath);
+  routes["ExtractArchive"] = FileRoute(files, &FileService::ExtractArchive);
   routes["GetStatus"] = {{"proxy", "provisioner", "scaler"}, [&](unsigned version, const std::string&) {
     v1::GetStatusResponse status;
     *status.mutable_tool() = tool.Status();
@@ -283,6 +316,8 @@ int Main(int argc, char** argv) {
   config.workspace_id = TakeEnv("TIDEPOOL_WORKSPACE_ID");
   absl::StatusOr<std::string> key = crypto::HexDecode(TakeEnv("TIDEPOOL_WORKSPACE_KEY"));
   config.profile = TakeEnv("TIDEPOOL_PROFILE");
+  int64_t quota = 0;  // the volume quota for the file API; 0 = unlimited
+  (void)absl::SimpleAtoi(TakeEnv("TIDEPOOL_DISK_QUOTA_BYTES"), &quota);
   ToolRunnerOptions tool_options;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -348,7 +383,9 @@ int Main(int argc, char** argv) {
   ::chmod(config.socket_path.c_str(), 0600);
   ToolRunner tool(tool_options);
   tool.Start();
-  const std::map<std::string, Route> routes = Routes(config, tool);
+  FileService files(tool_options.env.count("HOME") ? tool_options.env["HOME"] : "/home/user",
+                    quota);
+  const std::map<std::string, Route> routes = Routes(config, tool, files);
   TerminalOptions terminal_options;
   terminal_options.working_dir = tool_options.env.count("HOME") ? tool_options.env["HOME"] : "/";
   for (const char* name : {"HOME", "USER", "SHELL", "LANG", "PATH", "TZ"}) {

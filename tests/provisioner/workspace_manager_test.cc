@@ -161,6 +161,29 @@ TEST_F(WorkspaceManagerTest, TheTerminalIsAShellInsideTheSandbox) {
   ws.close(beast::websocket::close_code::normal);
 }
 
+TEST_F(WorkspaceManagerTest, TheFileApiWorksOnTheVolumeAndNothingElse) {
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(workspace.workspace_id, "proxy");
+  ASSERT_THAT(endpoint, IsOk());
+  auto call = [&](const std::string& method, const std::string& body) {
+    absl::StatusOr<SupervisorReply> reply =
+        PostToSupervisor(endpoint->unix_socket_path, "/_tidepool/v1/" + method,
+                         endpoint->credential, body, absl::Seconds(10));
+    EXPECT_THAT(reply, IsOk());
+    return reply.ok() ? *reply : SupervisorReply{};
+  };
+  SupervisorReply made = call("MakeDirectory", R"({"path":"projects/app","parents":true})");
+  EXPECT_EQ(made.status, 200) << made.body;
+  EXPECT_TRUE(std::filesystem::is_directory(manager_->VolumeDir(workspace.workspace_id) +
+                                            "/projects/app"));
+  SupervisorReply listed = call("ListFiles", R"({"path":"projects"})");
+  EXPECT_EQ(listed.status, 200) << listed.body;
+  EXPECT_THAT(listed.body, HasSubstr("\"app\""));
+  EXPECT_EQ(call("ListFiles", R"({"path":"../../etc"})").status, 400);
+  EXPECT_EQ(call("StatFile", R"({"path":"nope"})").status, 404);
+  EXPECT_EQ(call("ListFiles", R"({"path":"projects","bogus":1})").status, 400);
+}
+
 TEST_F(WorkspaceManagerTest, FiftyConcurrentEnsureAndWakeCallsYieldOneSandbox) {
   std::vector<std::thread> threads;
   std::atomic<int> created{0};
