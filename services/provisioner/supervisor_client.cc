@@ -21,6 +21,14 @@ absl::StatusOr<SupervisorReply> PostToSupervisor(const std::string& socket_path,
                                                  const std::string& path,
                                                  const std::string& credential,
                                                  const std::string& body, absl::Duration timeout) {
+  return SendToSupervisor(socket_path, "POST", path, credential, body, timeout);
+}
+
+absl::StatusOr<SupervisorReply> SendToSupervisor(const std::string& socket_path,
+                                                 const std::string& method,
+                                                 const std::string& path,
+                                                 const std::string& credential,
+                                                 const std::string& body, absl::Duration timeout) {
   asio::io_context io;
   local::socket socket(io);
   boost::system::error_code ec;
@@ -34,7 +42,7 @@ absl::StatusOr<SupervisorReply> PostToSupervisor(const std::string& socket_path,
   tv.tv_usec = static_cast<suseconds_t>(absl::ToInt64Microseconds(timeout) % 1000000);
   ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  http::request<http::string_body> request(http::verb::post, path, 11);
+  http::request<http::string_body> request(http::string_to_verb(method), path, 11);
   request.set(http::field::host, "workspace");
   request.set(http::field::content_type, "application/json");
   request.set("X-Tidepool-Credential", credential);
@@ -44,7 +52,7 @@ absl::StatusOr<SupervisorReply> PostToSupervisor(const std::string& socket_path,
   http::write(socket, request, ec);
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
-  parser.body_limit(1 << 20);
+  parser.body_limit(64 << 20);
   if (!ec) http::read(socket, buffer, parser, ec);
   if (ec) {
     return absl::UnavailableError(absl::StrCat("the supervisor did not answer: ", ec.message()));

@@ -15,6 +15,13 @@ struct SupervisorReply {
 // POSTs `body` (JSON) to `path` on the supervisor listening at `socket_path`, with the
 // workspace credential. UNAVAILABLE if the socket cannot be reached or answers nothing within
 // `timeout`.
+// Any request: `method` ("GET", "PUT", "DELETE", ...) to `target` (path and query) with `body`.
+absl::StatusOr<SupervisorReply> SendToSupervisor(const std::string& socket_path,
+                                                 const std::string& method,
+                                                 const std::string& target,
+                                                 const std::string& credential,
+                                                 const std::string& body, absl::Duration timeout);
+
 absl::StatusOr<SupervisorReply> PostToSupervisor(const std::string& socket_path,
                                                  const std::string& path,
                                                  const std::string& credential,

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -45,6 +46,8 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "lib/clock.h"
+#include "lib/periodic_task.h"
 #include "lib/crypto/crypto.h"
 #include "lib/workspace_credential.h"
 #include "services/supervisor/file_service.h"
@@ -52,6 +55,7 @@
 #include "services/supervisor/terminal.h"
 #include "services/supervisor/terminal_websocket.h"
 #include "services/supervisor/tool_runner.h"
+#include "services/supervisor/upload_manager.h"
 
 namespace tidepool::supervisor {
 namespace {
@@ -288,12 +292,165 @@ bool MaybeServeTerminal(const Config& config, TerminalManager& terminals,
   return true;
 }
 
+std::map<std::string, std::string> QueryParams(absl::string_view target) {
+  std::map<std::string, std::string> params;
+  const size_t query_at = target.find('?');
+  if (query_at == absl::string_view::npos) return params;
+  for (absl::string_view pair : absl::StrSplit(target.substr(query_at + 1), '&', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+    std::string value;
+    for (size_t i = 0; i < kv.second.size(); ++i) {  // percent-decoding
+      int hex = 0;
+      if (kv.second[i] == '%' && i + 2 < kv.second.size() &&
+          absl::SimpleHexAtoi(kv.second.substr(i + 1, 2), &hex)) {
+        value.push_back(static_cast<char>(hex));
+        i += 2;
+      } else {
+        value.push_back(kv.second[i] == '+' ? ' ' : kv.second[i]);
+      }
+    }
+    params[kv.first] = std::move(value);
+  }
+  return params;
+}
+
+http::response<http::string_body> StatusError(unsigned version, const absl::Status& status) {
+  return Error(version,
+               status.code() == absl::StatusCode::kResourceExhausted
+                   ? http::status::insufficient_storage
+                   : HttpStatusFor(status.code()),
+               absl::StatusCodeToString(status.code()), status.message());
+}
+
+// The byte-streaming file routes (proxy only): PUT/GET/DELETE /_tidepool/v1/upload and
+// GET /_tidepool/v1/download. Bodies stream through without being held whole. Returns false
+// if the request is not one of them; sets *keep_alive to whether the connection may go on.
+bool MaybeServeTransfer(const Config& config, FileService& files, UploadManager& uploads,
+                        http::request_parser<http::empty_body>& header, local::socket& socket,
+                        beast::flat_buffer& buffer, bool* keep_alive) {
+  const auto& request = header.get();
+  absl::string_view target(request.target().data(), request.target().size());
+  const absl::string_view route = target.substr(0, target.find('?'));
+  if (route != "/_tidepool/v1/upload" && route != "/_tidepool/v1/download") return false;
+  const unsigned version = request.version();
+  boost::system::error_code ec;
+  *keep_alive = false;
+  auto reply = [&](http::response<http::string_body> response) {
+    response.keep_alive(false);
+    http::write(socket, response, ec);
+  };
+  auto credential = request.find("X-Tidepool-Credential");
+  absl::StatusOr<std::string> caller = VerifyWorkspaceCredential(
+      config.workspace_key, config.workspace_id,
+      credential == request.end() ? "" : std::string(credential->value()), absl::Now());
+  if (!caller.ok() || *caller != "proxy") {
+    reply(caller.ok() ? Error(version, http::status::forbidden, "PERMISSION_DENIED",
+                              "only the proxy transfers files")
+                      : Error(version, http::status::unauthorized, "UNAUTHENTICATED",
+                              "a valid workspace credential is required"));
+    return true;
+  }
+  std::map<std::string, std::string> params = QueryParams(target);
+  if (route == "/_tidepool/v1/download") {
+    if (request.method() != http::verb::get) {
+      reply(Error(version, http::status::method_not_allowed, "INVALID_ARGUMENT", "use GET"));
+      return true;
+    }
+    http::response<http::empty_body> head(http::status::ok, version);
+    head.set(http::field::content_type, "application/octet-stream");
+    head.set(http::field::content_disposition, "attachment");
+    head.set("X-Content-Type-Options", "nosniff");
+    head.set(http::field::cache_control, "no-store");
+    head.chunked(true);
+    bool started = false;
+    absl::Status streamed = files.StreamDownload(
+        params["path"], params["format"], [&](absl::string_view chunk) {
+          if (!started) {
+            http::response_serializer<http::empty_body> serializer(head);
+            http::write_header(socket, serializer, ec);
+            started = true;
+          }
+          if (!ec && !chunk.empty()) {
+            boost::asio::write(socket, http::make_chunk(boost::asio::buffer(chunk.data(), chunk.size())), ec);
+          }
+          return !ec;
+        });
+    if (!started) {
+      if (!streamed.ok()) {
+        reply(StatusError(version, streamed));
+        return true;
+      }
+      http::response_serializer<http::empty_body> serializer(head);  // an empty file
+      http::write_header(socket, serializer, ec);
+    }
+    if (streamed.ok() && !ec) {
+      boost::asio::write(socket, http::make_chunk_last(), ec);
+    }
+    return true;  // after a failure mid-stream the connection closes without a last chunk
+  }
+  // Uploads.
+  const std::string& upload_id = params["upload_id"];
+  if (request.method() == http::verb::get || request.method() == http::verb::delete_) {
+    absl::StatusOr<v1::UploadStatus> status = request.method() == http::verb::get
+                                                  ? uploads.Status(upload_id)
+                                                  : [&]() -> absl::StatusOr<v1::UploadStatus> {
+                                                      absl::Status gone = uploads.Abandon(upload_id);
+                                                      if (!gone.ok()) return gone;
+                                                      return v1::UploadStatus();
+                                                    }();
+    reply(status.ok() ? Reply(version, *status) : StatusError(version, status.status()));
+    return true;
+  }
+  if (request.method() != http::verb::put) {
+    reply(Error(version, http::status::method_not_allowed, "INVALID_ARGUMENT", "use PUT"));
+    return true;
+  }
+  int64_t offset = 0;
+  int64_t total = 0;
+  if (!absl::SimpleAtoi(params["offset"], &offset) || !absl::SimpleAtoi(params["total_size"], &total)) {
+    reply(Error(version, http::status::bad_request, "INVALID_ARGUMENT",
+                "offset and total_size must be numbers"));
+    return true;
+  }
+  http::request_parser<http::buffer_body> body(std::move(header));
+  body.body_limit(boost::none);  // bounded by the volume quota, not by a buffer
+  auto read_fn = [&](char* out, size_t n) -> ssize_t {
+    if (body.is_done()) return 0;
+    body.get().body().data = out;
+    body.get().body().size = n;
+    http::read(socket, buffer, body, ec);
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) return -1;
+    return static_cast<ssize_t>(n - body.get().body().size);
+  };
+  v1::UploadStatus current;
+  absl::StatusOr<v1::UploadStatus> status = uploads.PutChunk(
+      upload_id, params["path"], offset, total, params["overwrite"] == "true", read_fn, &current);
+  if (status.ok()) {
+    reply(Reply(version, *status));
+  } else if (status.status().code() == absl::StatusCode::kAborted) {
+    std::string json;
+    (void)google::protobuf::util::MessageToJsonString(current, &json);
+    reply(JsonReply(version, http::status::conflict, std::move(json)));
+  } else {
+    reply(StatusError(version, status.status()));
+  }
+  return true;
+}
+
 void Serve(const Config& config, ToolRunner& tool, const std::map<std::string, Route>& routes,
-           TerminalManager& terminals, local::socket socket) {
+           TerminalManager& terminals, FileService& files, UploadManager& uploads,
+           local::socket socket) {
   beast::flat_buffer buffer;
   boost::system::error_code ec;
   for (;;) {
-    http::request_parser<http::string_body> parser;
+    http::request_parser<http::empty_body> header;
+    header.header_limit(16 * 1024);
+    http::read_header(socket, buffer, header, ec);
+    if (ec) return;
+    bool keep_alive = false;
+    if (MaybeServeTransfer(config, files, uploads, header, socket, buffer, &keep_alive)) return;
+    http::request_parser<http::string_body> parser(std::move(header));
     parser.body_limit(64 * 1024);
     http::read(socket, buffer, parser, ec);
     if (ec) return;
@@ -386,6 +543,11 @@ int Main(int argc, char** argv) {
   FileService files(tool_options.env.count("HOME") ? tool_options.env["HOME"] : "/home/user",
                     quota);
   const std::map<std::string, Route> routes = Routes(config, tool, files);
+  RealClock clock;
+  UploadManager uploads(files, clock);
+  // Unfinished uploads are discarded after 24 h without a chunk.
+  PeriodicTask purge_uploads(absl::Hours(1),
+                             [&uploads] { (void)uploads.PurgeOlderThan(UploadManager::kRetention); });
   TerminalOptions terminal_options;
   terminal_options.working_dir = tool_options.env.count("HOME") ? tool_options.env["HOME"] : "/";
   for (const char* name : {"HOME", "USER", "SHELL", "LANG", "PATH", "TZ"}) {
@@ -401,7 +563,7 @@ int Main(int argc, char** argv) {
       acceptor.accept(socket, accept_ec);
       if (accept_ec) return;
       std::thread(Serve, std::cref(config), std::ref(tool), std::cref(routes), std::ref(terminals),
-                  std::move(socket))
+                  std::ref(files), std::ref(uploads), std::move(socket))
           .detach();
     }
   });

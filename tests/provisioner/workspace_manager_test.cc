@@ -182,6 +182,46 @@ TEST_F(WorkspaceManagerTest, TheFileApiWorksOnTheVolumeAndNothingElse) {
   EXPECT_EQ(call("ListFiles", R"({"path":"../../etc"})").status, 400);
   EXPECT_EQ(call("StatFile", R"({"path":"nope"})").status, 404);
   EXPECT_EQ(call("ListFiles", R"({"path":"projects","bogus":1})").status, 400);
+
+  // Upload in two chunks (the second resumes at the received size), then download it back.
+  const std::string socket = endpoint->unix_socket_path;
+  std::string data;
+  for (int i = 0; i < 300000; ++i) data.push_back(static_cast<char>('a' + i % 26));
+  const std::string base = "/_tidepool/v1/upload?upload_id=up1abcdefghijklmnop&path=projects%2Fapp%2Fdata.txt&total_size=300000";
+  absl::StatusOr<SupervisorReply> first = SendToSupervisor(
+      socket, "PUT", base + "&offset=0", endpoint->credential, data.substr(0, 100000), absl::Seconds(10));
+  ASSERT_THAT(first, IsOk());
+  EXPECT_EQ(first->status, 200) << first->body;
+  absl::StatusOr<SupervisorReply> wrong = SendToSupervisor(
+      socket, "PUT", base + "&offset=5", endpoint->credential, "x", absl::Seconds(10));
+  ASSERT_THAT(wrong, IsOk());
+  EXPECT_EQ(wrong->status, 409) << "a chunk must start at the received size";
+  EXPECT_THAT(wrong->body, HasSubstr("100000"));
+  absl::StatusOr<SupervisorReply> second = SendToSupervisor(
+      socket, "PUT", base + "&offset=100000", endpoint->credential, data.substr(100000), absl::Seconds(10));
+  ASSERT_THAT(second, IsOk());
+  EXPECT_EQ(second->status, 200) << second->body;
+  std::ifstream stored(manager_->VolumeDir(workspace.workspace_id) + "/projects/app/data.txt",
+                       std::ios::binary);
+  std::string on_disk((std::istreambuf_iterator<char>(stored)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(on_disk, data);
+  absl::StatusOr<SupervisorReply> download = SendToSupervisor(
+      socket, "GET", "/_tidepool/v1/download?path=projects/app/data.txt", endpoint->credential, "",
+      absl::Seconds(10));
+  ASSERT_THAT(download, IsOk());
+  EXPECT_EQ(download->status, 200);
+  EXPECT_EQ(download->body, data);
+  absl::StatusOr<SupervisorReply> folder = SendToSupervisor(
+      socket, "GET", "/_tidepool/v1/download?path=projects&format=tar.gz", endpoint->credential,
+      "", absl::Seconds(10));
+  ASSERT_THAT(folder, IsOk());
+  EXPECT_EQ(folder->status, 200);
+  EXPECT_GT(folder->body.size(), 100u);
+  EXPECT_EQ(folder->body.substr(0, 2), std::string("\x1f\x8b", 2)) << "gzip magic";
+  absl::StatusOr<SupervisorReply> missing = SendToSupervisor(
+      socket, "GET", "/_tidepool/v1/download?path=nope", endpoint->credential, "", absl::Seconds(10));
+  ASSERT_THAT(missing, IsOk());
+  EXPECT_EQ(missing->status, 404);
 }
 
 TEST_F(WorkspaceManagerTest, FiftyConcurrentEnsureAndWakeCallsYieldOneSandbox) {
