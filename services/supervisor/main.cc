@@ -51,6 +51,7 @@
 #include "lib/crypto/crypto.h"
 #include "lib/workspace_credential.h"
 #include "services/supervisor/file_service.h"
+#include "services/supervisor/git_clone.h"
 #include "services/supervisor/ports.h"
 #include "services/supervisor/terminal.h"
 #include "services/supervisor/terminal_websocket.h"
@@ -438,6 +439,71 @@ bool MaybeServeTransfer(const Config& config, FileService& files, UploadManager&
   return true;
 }
 
+// POST /_tidepool/v1/GitClone: application/x-ndjson, one GitCloneResponse per line as git
+// reports progress; a failure after the first line ends with an error object line.
+bool MaybeServeGitClone(const Config& config, FileService& files,
+                        const http::request<http::string_body>& request, local::socket& socket) {
+  if (request.target() != "/_tidepool/v1/GitClone") return false;
+  const unsigned version = request.version();
+  boost::system::error_code ec;
+  auto reply = [&](http::response<http::string_body> response) {
+    response.keep_alive(false);
+    http::write(socket, response, ec);
+  };
+  auto credential = request.find("X-Tidepool-Credential");
+  absl::StatusOr<std::string> caller = VerifyWorkspaceCredential(
+      config.workspace_key, config.workspace_id,
+      credential == request.end() ? "" : std::string(credential->value()), absl::Now());
+  if (!caller.ok()) {
+    reply(Error(version, http::status::unauthorized, "UNAUTHENTICATED",
+                "a valid workspace credential is required"));
+    return true;
+  }
+  if (*caller != "proxy") {
+    reply(Error(version, http::status::forbidden, "PERMISSION_DENIED", "only the proxy clones"));
+    return true;
+  }
+  v1::GitCloneRequest clone;
+  if (request.method() != http::verb::post || !ParseBody(request.body(), &clone)) {
+    reply(Error(version, http::status::bad_request, "INVALID_ARGUMENT", "malformed request"));
+    return true;
+  }
+  bool started = false;
+  auto line = [&](const std::string& json) {
+    if (!started) {
+      http::response<http::empty_body> head(http::status::ok, version);
+      head.set(http::field::content_type, "application/x-ndjson");
+      head.set(http::field::cache_control, "no-store");
+      head.chunked(true);
+      http::response_serializer<http::empty_body> serializer(head);
+      http::write_header(socket, serializer, ec);
+      started = true;
+    }
+    const std::string text = json + "\n";
+    if (!ec) boost::asio::write(socket, http::make_chunk(boost::asio::buffer(text)), ec);
+    return !ec;
+  };
+  absl::Status cloned = GitClone(files, clone, [&](const v1::GitCloneResponse& message) {
+    std::string json;
+    (void)google::protobuf::util::MessageToJsonString(message, &json);
+    return line(json);
+  });
+  if (!cloned.ok() && !started) {
+    reply(StatusError(version, cloned));
+    return true;
+  }
+  if (!cloned.ok()) {
+    std::string message(cloned.message());
+    for (char& c : message) {
+      if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) c = ' ';
+    }
+    line(absl::StrCat("{\"code\":\"", absl::StatusCodeToString(cloned.code()),
+                      "\",\"message\":\"", message, "\"}"));
+  }
+  if (!ec) boost::asio::write(socket, http::make_chunk_last(), ec);
+  return true;
+}
+
 void Serve(const Config& config, ToolRunner& tool, const std::map<std::string, Route>& routes,
            TerminalManager& terminals, FileService& files, UploadManager& uploads,
            local::socket socket) {
@@ -456,6 +522,7 @@ void Serve(const Config& config, ToolRunner& tool, const std::map<std::string, R
     if (ec) return;
     http::request<http::string_body> request = parser.release();
     if (MaybeServeTerminal(config, terminals, request, socket)) return;
+    if (MaybeServeGitClone(config, files, request, socket)) return;
     http::response<http::string_body> response = Handle(config, tool, routes, request);
     response.keep_alive(request.keep_alive());
     http::write(socket, response, ec);

@@ -224,6 +224,43 @@ TEST_F(WorkspaceManagerTest, TheFileApiWorksOnTheVolumeAndNothingElse) {
   EXPECT_EQ(missing->status, 404);
 }
 
+TEST_F(WorkspaceManagerTest, GitCloneUsesTheRealGitInsideTheSandboxAndStreamsProgress) {
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(workspace.workspace_id, "proxy");
+  ASSERT_THAT(endpoint, IsOk());
+  // A repository in the volume, made with the host's git.
+  const std::string volume = manager_->VolumeDir(workspace.workspace_id);
+  const std::string make = "cd " + volume +
+                           " && git init -q -b main src && cd src && echo hello > README.md && "
+                           "git -c user.name=t -c user.email=t@example.org add README.md && "
+                           "git -c user.name=t -c user.email=t@example.org commit -q -m first";
+  ASSERT_EQ(std::system(make.c_str()), 0);
+  auto clone = [&](const std::string& body) {
+    absl::StatusOr<SupervisorReply> reply = SendToSupervisor(
+        endpoint->unix_socket_path, "POST", "/_tidepool/v1/GitClone", endpoint->credential, body,
+        absl::Seconds(30));
+    EXPECT_THAT(reply, IsOk());
+    return reply.ok() ? *reply : SupervisorReply{};
+  };
+  SupervisorReply done = clone(R"({"repositoryUrl":"src","destinationPath":"copy"})");
+  EXPECT_EQ(done.status, 200) << done.body;
+  EXPECT_THAT(done.body, HasSubstr("GIT_CLONE_PHASE_DONE"));
+  std::ifstream readme(volume + "/copy/README.md");
+  std::string text((std::istreambuf_iterator<char>(readme)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "hello\n");
+  EXPECT_EQ(clone(R"({"repositoryUrl":"src","destinationPath":"copy"})").status, 409);
+  EXPECT_EQ(clone(R"({"repositoryUrl":"https://user:token@github.com/a/b"})").status, 400);
+  EXPECT_EQ(clone(R"({"repositoryUrl":"ssh://github.com/a/b"})").status, 400);
+  EXPECT_EQ(clone(R"({"repositoryUrl":"--upload-pack=x"})").status, 400);
+  EXPECT_EQ(clone(R"({"repositoryUrl":"nothing-here"})").status, 404);
+  // No network but loopback: a remote clone fails cleanly and leaves nothing behind.
+  SupervisorReply remote = clone(R"({"repositoryUrl":"https://github.com/git/git","destinationPath":"git"})");
+  // (git reported progress first, so the error is the stream's last line.)
+  EXPECT_THAT(remote.body, HasSubstr("\"code\":\"UNAVAILABLE\"")) << remote.body;
+  EXPECT_THAT(remote.body, ::testing::Not(HasSubstr("GIT_CLONE_PHASE_DONE")));
+  EXPECT_FALSE(std::filesystem::exists(volume + "/git"));
+}
+
 TEST_F(WorkspaceManagerTest, FiftyConcurrentEnsureAndWakeCallsYieldOneSandbox) {
   std::vector<std::thread> threads;
   std::atomic<int> created{0};
