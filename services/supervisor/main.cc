@@ -53,6 +53,7 @@
 #include "services/supervisor/file_service.h"
 #include "services/supervisor/git_clone.h"
 #include "services/supervisor/ports.h"
+#include "services/supervisor/resources.h"
 #include "services/supervisor/terminal.h"
 #include "services/supervisor/terminal_websocket.h"
 #include "services/supervisor/tool_runner.h"
@@ -168,9 +169,15 @@ std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool, File
   routes["CopyPath"] = FileRoute(files, &FileService::CopyPath);
   routes["DeletePath"] = FileRoute(files, &FileService::DeletePath);
   routes["ExtractArchive"] = FileRoute(files, &FileService::ExtractArchive);
-  routes["GetStatus"] = {{"proxy", "provisioner", "scaler"}, [&](unsigned version, const std::string&) {
+  routes["GetStatus"] = {{"proxy", "provisioner", "scaler"}, [&tool, &files](unsigned version,
+                                                                               const std::string&) {
     v1::GetStatusResponse status;
     *status.mutable_tool() = tool.Status();
+    *status.mutable_resources() = SampleProcesses();
+    if (absl::StatusOr<int64_t> used = files.UsedBytes(); used.ok()) {
+      status.mutable_resources()->set_disk_used_bytes(*used);
+    }
+    status.mutable_resources()->set_disk_quota_bytes(std::max<int64_t>(0, files.quota_bytes()));
     status.set_supervisor_version(kVersion);
     status.set_config_ok(true);
     *status.mutable_status_time() =

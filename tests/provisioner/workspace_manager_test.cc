@@ -125,6 +125,14 @@ TEST_F(WorkspaceManagerTest, EnsureEndsWithARunningSupervisorThatChecksCredentia
                                            absl::Now() + absl::Minutes(1))),
             401);
   EXPECT_EQ(Status(workspace.workspace_id, ""), 401);
+  // The status reports the sandbox's processes and the volume's use against its quota.
+  absl::StatusOr<SupervisorReply> status = PostToSupervisor(
+      manager_->SocketPath(workspace.workspace_id), "/_tidepool/v1/GetStatus",
+      endpoint->credential, "{}", absl::Seconds(5));
+  ASSERT_THAT(status, IsOk());
+  EXPECT_THAT(status->body, HasSubstr("\"pidCount\":"));
+  EXPECT_THAT(status->body, HasSubstr("\"memoryBytes\":"));
+  EXPECT_THAT(status->body, HasSubstr("\"diskQuotaBytes\":\"10737418240\""));
   // The stamped config is there, read-only to the workspace.
   std::ifstream stamped(
       tmp_.Join("provisioner/stamps/" + workspace.workspace_id + "/workspace.json"));

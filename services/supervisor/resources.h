@@ -1,0 +1,14 @@
+#pragma once
+
+#include <string>
+
+#include "tidepool/supervisor/v1/supervisor_service.pb.h"
+
+namespace tidepool::supervisor {
+
+// CPU time, resident memory and the number of processes of every process this supervisor can
+// see (inside the sandbox: the whole sandbox, through its own pid namespace's /proc).
+// `proc_root` is "/proc" except in tests. Missing or unreadable entries are skipped.
+v1::ResourceUsage SampleProcesses(const std::string& proc_root = "/proc");
+
+}  // namespace tidepool::supervisor
