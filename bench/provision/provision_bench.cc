@@ -81,8 +81,8 @@ int Main() {
   std::vector<std::string> ids;
   // Every exit removes the sandboxes started so far (they outlive this process otherwise).
   auto cleanup = [&] {
+    manager.Stop();  // first, so no worker starts a sandbox after it was deleted
     for (const std::string& id : ids) (void)(*runtime)->Delete(id);
-    manager.Stop();
     std::error_code ec;
     if (std::getenv("TIDEPOOL_BENCH_KEEP") == nullptr) std::filesystem::remove_all(root, ec);
   };

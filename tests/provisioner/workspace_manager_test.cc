@@ -61,12 +61,13 @@ class WorkspaceManagerTest : public ::testing::Test {
 
   void TearDown() override {
     if (manager_ == nullptr) return;
-    // Leave no sandbox behind.
+    // Stop the workers first (one could otherwise start a sandbox after it was deleted), then
+    // leave no sandbox behind.
+    manager_->Stop();
     absl::StatusOr<std::vector<WorkspaceRecord>> live = store_->ListLive();
     if (live.ok()) {
       for (const WorkspaceRecord& w : *live) (void)runtime_->Delete(w.workspace_id);
     }
-    manager_->Stop();
   }
 
   void StartManager() {
