@@ -272,13 +272,7 @@ absl::StatusOr<Grant> Authenticator::CompleteSetup(absl::string_view setup_token
   const bool first_sign_in = !user->last_sign_in_time.has_value();
   TP_RETURN_IF_ERROR(users_->RecordSignIn(user->user_id));
   if (first_sign_in) {
-    // A local account's first sign-in is its setup: its workspace is requested now.
-    if (absl::Status queued = outbox_->EnqueueEnsure(user->user_id, user->timezone);
-        !queued.ok()) {
-      LogWarning("cannot queue the new user's workspace",
-                 {{"user_id", user->user_id}, {"error", std::string(queued.message())}});
-    }
-    if (options_.outbox_enqueued) options_.outbox_enqueued();
+    RequestWorkspace(*user);  // a local account's first sign-in is its setup
   }
   TP_ASSIGN_OR_RETURN(SessionSecret secret, sessions_->Create(user->user_id));
   return IssueGrant(*user, std::move(secret));
@@ -491,6 +485,16 @@ absl::StatusOr<InviteRecord> Authenticator::RevokeInvite(const Actor& actor,
 // ---------------------------------------------------------------------------------------
 // Federated sign-in
 
+void Authenticator::RequestWorkspace(const UserRecord& user) {
+  // Through the durable outbox: the sign-in succeeds even when the provisioner is down, and
+  // the request is retried until it lands.
+  if (absl::Status queued = outbox_->EnqueueEnsure(user.user_id, user.timezone); !queued.ok()) {
+    LogWarning("cannot queue the new user's workspace",
+               {{"user_id", user.user_id}, {"error", std::string(queued.message())}});
+  }
+  if (options_.outbox_enqueued) options_.outbox_enqueued();
+}
+
 FederatedProvider* Authenticator::FindProvider(absl::string_view provider_id) const {
   for (const auto& provider : options_.providers) {
     if (provider->config().id == provider_id) {
@@ -689,14 +693,7 @@ absl::StatusOr<Grant> Authenticator::CompleteFederatedSignIn(
   }
   TP_RETURN_IF_ERROR(users_->RecordSignIn(user->user_id));
   if (created) {
-    // The workspace is requested through the durable outbox: the sign-in succeeds even when
-    // the provisioner is down, and the request is retried until it lands.
-    if (absl::Status queued = outbox_->EnqueueEnsure(user->user_id, user->timezone);
-        !queued.ok()) {
-      LogWarning("cannot queue the new user's workspace",
-                 {{"user_id", user->user_id}, {"error", std::string(queued.message())}});
-    }
-    if (options_.outbox_enqueued) options_.outbox_enqueued();
+    RequestWorkspace(*user);
   }
   TP_ASSIGN_OR_RETURN(SessionSecret secret, sessions_->Create(user->user_id));
   *return_path = state->return_path;

@@ -167,6 +167,8 @@ class Authenticator {
   void AuditFailure(common::v1::AuditEvent event);
   absl::Status CheckNotLastAdmin(const UserRecord& target);
   FederatedProvider* FindProvider(absl::string_view provider_id) const;
+  // Asks the provisioner (through the outbox) for the user's workspace.
+  void RequestWorkspace(const UserRecord& user);
   void AuditSignInFailure(absl::string_view provider_id, absl::string_view reason,
                           absl::string_view source_address, absl::string_view user_id);
   absl::StatusOr<UserRecord> FindOrCreateFederatedUser(const ExternalIdentity& identity,

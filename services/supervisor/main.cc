@@ -32,6 +32,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <iostream>
 #include <string>
@@ -97,6 +98,28 @@ http::response<http::string_body> Error(unsigned version, http::status status,
                                         absl::string_view code, absl::string_view message) {
   return JsonReply(version, status,
                    absl::StrCat("{\"code\":\"", code, "\",\"message\":\"", message, "\"}"));
+}
+
+// Checks the request's workspace credential and that its caller is in `allowed` (empty: any
+// valid caller). Returns the caller, or the 401/403 response to send instead.
+template <typename Fields>
+absl::StatusOr<std::string> CheckCaller(const Config& config, const Fields& request,
+                                        const std::set<std::string>& allowed,
+                                        std::optional<http::response<http::string_body>>* refusal,
+                                        unsigned version) {
+  auto header = request.find("X-Tidepool-Credential");
+  absl::StatusOr<std::string> caller = VerifyWorkspaceCredential(
+      config.workspace_key, config.workspace_id,
+      header == request.end() ? "" : std::string(header->value()), absl::Now());
+  if (!caller.ok()) {
+    *refusal = Error(version, http::status::unauthorized, "UNAUTHENTICATED",
+                     "a valid workspace credential is required");
+  } else if (!allowed.empty() && !allowed.count(*caller)) {
+    *refusal = Error(version, http::status::forbidden, "PERMISSION_DENIED",
+                     "this caller may not use this route");
+    return absl::PermissionDeniedError("not allowed");
+  }
+  return caller;
 }
 
 // Parses `body` into `request` with protobuf's JSON mapping (unknown fields are refused).
@@ -222,14 +245,9 @@ http::response<http::string_body> Handle(const Config& config, ToolRunner& tool,
                                          const std::map<std::string, Route>& routes,
                                          const http::request<http::string_body>& request) {
   const unsigned version = request.version();
-  auto header = request.find("X-Tidepool-Credential");
-  const std::string credential = header == request.end() ? "" : std::string(header->value());
-  absl::StatusOr<std::string> caller = VerifyWorkspaceCredential(
-      config.workspace_key, config.workspace_id, credential, absl::Now());
-  if (!caller.ok()) {
-    return Error(version, http::status::unauthorized, "UNAUTHENTICATED",
-                 "a valid workspace credential is required");
-  }
+  std::optional<http::response<http::string_body>> refusal;
+  absl::StatusOr<std::string> caller = CheckCaller(config, request, {}, &refusal, version);
+  if (refusal.has_value()) return *std::move(refusal);
   absl::string_view target(request.target().data(), request.target().size());
   if (absl::ConsumePrefix(&target, "/_tidepool/v1/")) {
     auto route = routes.find(std::string(target));
@@ -261,18 +279,10 @@ bool MaybeServeTerminal(const Config& config, TerminalManager& terminals,
     response.keep_alive(false);
     http::write(socket, response, ec);
   };
-  auto header = request.find("X-Tidepool-Credential");
-  absl::StatusOr<std::string> caller = VerifyWorkspaceCredential(
-      config.workspace_key, config.workspace_id,
-      header == request.end() ? "" : std::string(header->value()), absl::Now());
-  if (!caller.ok()) {
-    reply(Error(request.version(), http::status::unauthorized, "UNAUTHENTICATED",
-                "a valid workspace credential is required"));
-    return true;
-  }
-  if (*caller != "proxy") {
-    reply(Error(request.version(), http::status::forbidden, "PERMISSION_DENIED",
-                "only the proxy opens terminals"));
+  std::optional<http::response<http::string_body>> refusal;
+  (void)CheckCaller(config, request, {"proxy"}, &refusal, request.version());
+  if (refusal.has_value()) {
+    reply(*std::move(refusal));
     return true;
   }
   std::map<std::string, std::string> params;
@@ -347,15 +357,10 @@ bool MaybeServeTransfer(const Config& config, FileService& files, UploadManager&
     response.keep_alive(false);
     http::write(socket, response, ec);
   };
-  auto credential = request.find("X-Tidepool-Credential");
-  absl::StatusOr<std::string> caller = VerifyWorkspaceCredential(
-      config.workspace_key, config.workspace_id,
-      credential == request.end() ? "" : std::string(credential->value()), absl::Now());
-  if (!caller.ok() || *caller != "proxy") {
-    reply(caller.ok() ? Error(version, http::status::forbidden, "PERMISSION_DENIED",
-                              "only the proxy transfers files")
-                      : Error(version, http::status::unauthorized, "UNAUTHENTICATED",
-                              "a valid workspace credential is required"));
+  std::optional<http::response<http::string_body>> refusal;
+  (void)CheckCaller(config, request, {"proxy"}, &refusal, version);
+  if (refusal.has_value()) {
+    reply(*std::move(refusal));
     return true;
   }
   std::map<std::string, std::string> params = QueryParams(target);
@@ -457,17 +462,10 @@ bool MaybeServeGitClone(const Config& config, FileService& files,
     response.keep_alive(false);
     http::write(socket, response, ec);
   };
-  auto credential = request.find("X-Tidepool-Credential");
-  absl::StatusOr<std::string> caller = VerifyWorkspaceCredential(
-      config.workspace_key, config.workspace_id,
-      credential == request.end() ? "" : std::string(credential->value()), absl::Now());
-  if (!caller.ok()) {
-    reply(Error(version, http::status::unauthorized, "UNAUTHENTICATED",
-                "a valid workspace credential is required"));
-    return true;
-  }
-  if (*caller != "proxy") {
-    reply(Error(version, http::status::forbidden, "PERMISSION_DENIED", "only the proxy clones"));
+  std::optional<http::response<http::string_body>> refusal;
+  (void)CheckCaller(config, request, {"proxy"}, &refusal, version);
+  if (refusal.has_value()) {
+    reply(*std::move(refusal));
     return true;
   }
   v1::GitCloneRequest clone;

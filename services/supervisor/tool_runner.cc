@@ -209,12 +209,15 @@ void ToolRunner::Pause() {
     pid = pid_;
     next_start_ = absl::Now();  // ends a backoff wait at once
   }
-  if (pid > 0) {
-    TerminateGroup(pid, options_.stop_grace, [this, pid] {
-      absl::MutexLock lock(&mu_);
-      return pid_ != pid;
-    });
-  }
+  TerminateRun(pid);
+}
+
+void ToolRunner::TerminateRun(pid_t pid) {
+  if (pid <= 0) return;
+  TerminateGroup(pid, options_.stop_grace, [this, pid] {
+    absl::MutexLock lock(&mu_);
+    return pid_ != pid;
+  });
 }
 
 void ToolRunner::Restart() {
@@ -230,12 +233,7 @@ void ToolRunner::Restart() {
     pid = pid_;
     next_start_ = absl::Now();  // ends a backoff wait at once
   }
-  if (pid > 0) {
-    TerminateGroup(pid, options_.stop_grace, [this, pid] {
-      absl::MutexLock lock(&mu_);
-      return pid_ != pid;
-    });
-  }
+  TerminateRun(pid);
 }
 
 void ToolRunner::Stop() {

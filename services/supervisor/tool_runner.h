@@ -52,6 +52,8 @@ class ToolRunner {
  private:
   void Loop();
   void HealthLoop();
+  // SIGTERM to the run `pid`'s process group, SIGKILL after the grace period, until it ended.
+  void TerminateRun(pid_t pid);
 
   const ToolRunnerOptions options_;
   mutable absl::Mutex mu_;
