@@ -13,7 +13,7 @@
 #include "lib/authz.h"
 #include "lib/platform_client.h"
 #include "lib/server_runner.h"
-#include "tests/auth/recording_audit.h"
+#include "tests/testing/recording_audit.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -22,7 +22,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
-using ::tidepool::auth::testing::RecordingAudit;
+using ::tidepool::testing::RecordingAudit;
 using ::tidepool::testing::IsOk;
 
 constexpr char kPassword[] = "correct horse battery staple";

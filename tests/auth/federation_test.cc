@@ -18,7 +18,7 @@
 #include "lib/crypto/crypto.h"
 #include "services/auth/authenticator.h"
 #include "services/auth/jose.h"
-#include "tests/auth/recording_audit.h"
+#include "tests/testing/recording_audit.h"
 #include "tests/auth/test_signer.h"
 #include "tests/testing/fake_clock.h"
 #include "tests/testing/http_stub_server.h"
@@ -32,7 +32,7 @@ using ::nlohmann::json;
 using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::tidepool::auth::testing::JwksOf;
-using ::tidepool::auth::testing::RecordingAudit;
+using ::tidepool::testing::RecordingAudit;
 using ::tidepool::auth::testing::TestSigner;
 using ::tidepool::testing::FakeClock;
 using ::tidepool::testing::HttpStubServer;

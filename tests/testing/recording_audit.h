@@ -1,15 +1,17 @@
 #pragma once
 
-// An AuditEmitter for auth tests: records every event, and can be switched "down" so that
-// durable emission fails as it does while the audit service is unreachable.
+// An AuditEmitter for tests: records every event, and can be switched "down" so that durable
+// emission fails as it does while the audit service is unreachable.
 
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/audit_client.h"
 
-namespace tidepool::auth::testing {
+namespace tidepool::testing {
 
 // Records events; when `down`, durable emission fails as it does while audit is unreachable.
 class RecordingAudit final : public AuditEmitter {
@@ -30,7 +32,11 @@ class RecordingAudit final : public AuditEmitter {
     absl::MutexLock lock(&mu_);
     down_ = down;
   }
-  // "action" or "action:reason_code" for each event, in order.
+  std::vector<common::v1::AuditEvent> Events() {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+  // "action" or "action:reason_code" per event, in order.
   std::vector<std::string> Actions() {
     absl::MutexLock lock(&mu_);
     std::vector<std::string> actions;
@@ -40,11 +46,13 @@ class RecordingAudit final : public AuditEmitter {
     }
     return actions;
   }
+  // Every event as text and as serialised bytes.
   std::string AllText() {
     absl::MutexLock lock(&mu_);
     std::string text;
     for (const auto& event : events_) {
       text += event.DebugString();
+      text += event.SerializeAsString();
     }
     return text;
   }
@@ -55,4 +63,4 @@ class RecordingAudit final : public AuditEmitter {
   bool down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-}  // namespace tidepool::auth::testing
+}  // namespace tidepool::testing
