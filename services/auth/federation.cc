@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -158,7 +159,7 @@ class OidcProvider final : public FederatedProvider {
       const std::string credentials =
           absl::StrCat(UrlEncode(config_.client_id), ":", UrlEncode(client_secret_));
       options.headers.emplace_back("Authorization",
-                                   absl::StrCat("Basic ", StandardBase64(credentials)));
+                                   absl::StrCat("Basic ", absl::Base64Escape(credentials)));
     } else {
       form.emplace_back("client_id", config_.client_id);
       form.emplace_back("client_secret", client_secret_);
@@ -217,16 +218,6 @@ class OidcProvider final : public FederatedProvider {
   }
 
  private:
-  static std::string StandardBase64(absl::string_view bytes) {
-    std::string out = jose::Base64UrlEncode(bytes);
-    for (char& c : out) {
-      if (c == '-') c = '+';
-      if (c == '_') c = '/';
-    }
-    while (out.size() % 4 != 0) out.push_back('=');
-    return out;
-  }
-
   absl::StatusOr<OidcMetadata> Metadata() {
     absl::MutexLock lock(&mu_);
     if (metadata_.has_value() && clock_.Now() - metadata_time_ < kMetadataTtl) {

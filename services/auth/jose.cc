@@ -9,6 +9,8 @@
 #include <openssl/rsa.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdint>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -25,14 +27,21 @@ using Json = nlohmann::json;
 constexpr size_t kMaxTokenBytes = 16 * 1024;
 constexpr size_t kMaxJwksKeys = 100;
 
-int Base64UrlValue(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '-') return 62;
-  if (c == '_') return 63;
-  return -1;
+constexpr char kB64Alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+// Maps a character to its 6-bit value, or -1 for anything outside the base64url alphabet
+// (padding, '+', '/', whitespace, NUL, non-ASCII...).
+constexpr std::array<int8_t, 256> MakeB64DecodeTable() {
+  std::array<int8_t, 256> table{};
+  for (auto& v : table) {
+    v = -1;
+  }
+  for (int i = 0; i < 64; ++i) {
+    table[static_cast<unsigned char>(kB64Alphabet[i])] = static_cast<int8_t>(i);
+  }
+  return table;
 }
+constexpr std::array<int8_t, 256> kB64DecodeTable = MakeB64DecodeTable();
 
 struct PkeyDeleter {
   void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
@@ -183,6 +192,9 @@ std::optional<absl::Time> NumericDate(const Json& claims, const char* name) {
 
 }  // namespace
 
+// Canonical unpadded base64url only: the 64 alphabet characters, a length that is not 1 mod
+// 4, and zero unused low bits in the last character, so every byte string has exactly one
+// accepted encoding.
 absl::StatusOr<std::string> Base64UrlDecode(absl::string_view text) {
   if (text.size() % 4 == 1) {
     return absl::InvalidArgumentError("not valid base64url");
@@ -191,42 +203,49 @@ absl::StatusOr<std::string> Base64UrlDecode(absl::string_view text) {
   out.reserve(text.size() * 3 / 4);
   uint32_t buffer = 0;
   int bits = 0;
-  for (char c : text) {
-    const int value = Base64UrlValue(c);
-    if (value < 0) {
+  for (const char c : text) {
+    const int8_t v = kB64DecodeTable[static_cast<unsigned char>(c)];
+    if (v < 0) {
       return absl::InvalidArgumentError("not valid base64url");
     }
-    buffer = (buffer << 6) | static_cast<uint32_t>(value);
+    buffer = (buffer << 6) | static_cast<uint32_t>(v);
     bits += 6;
     if (bits >= 8) {
       bits -= 8;
-      out.push_back(static_cast<char>((buffer >> bits) & 0xff));
+      out.push_back(static_cast<char>((buffer >> bits) & 0xFF));
     }
   }
-  // Leftover bits must be zero (a canonical encoding).
-  if (bits > 0 && (buffer & ((1u << bits) - 1)) != 0) {
+  // 2 or 4 leftover bits must be zero, or another string would decode to the same bytes.
+  if ((buffer & ((1u << bits) - 1)) != 0) {
     return absl::InvalidArgumentError("not valid base64url");
   }
   return out;
 }
 
-std::string Base64UrlEncode(absl::string_view bytes) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+std::string Base64UrlEncode(absl::string_view in) {
   std::string out;
-  out.reserve((bytes.size() * 4 + 2) / 3);
-  uint32_t buffer = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    buffer = (buffer << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(kAlphabet[(buffer >> bits) & 0x3f]);
-    }
+  out.reserve((in.size() * 4 + 2) / 3);
+  size_t i = 0;
+  for (; i + 3 <= in.size(); i += 3) {
+    const uint32_t v = (static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << 16) |
+                       (static_cast<uint32_t>(static_cast<unsigned char>(in[i + 1])) << 8) |
+                       static_cast<uint32_t>(static_cast<unsigned char>(in[i + 2]));
+    out.push_back(kB64Alphabet[(v >> 18) & 63]);
+    out.push_back(kB64Alphabet[(v >> 12) & 63]);
+    out.push_back(kB64Alphabet[(v >> 6) & 63]);
+    out.push_back(kB64Alphabet[v & 63]);
   }
-  if (bits > 0) {
-    out.push_back(kAlphabet[(buffer << (6 - bits)) & 0x3f]);
+  const size_t rest = in.size() - i;
+  if (rest == 1) {
+    const uint32_t v = static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << 16;
+    out.push_back(kB64Alphabet[(v >> 18) & 63]);
+    out.push_back(kB64Alphabet[(v >> 12) & 63]);
+  } else if (rest == 2) {
+    const uint32_t v = (static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << 16) |
+                       (static_cast<uint32_t>(static_cast<unsigned char>(in[i + 1])) << 8);
+    out.push_back(kB64Alphabet[(v >> 18) & 63]);
+    out.push_back(kB64Alphabet[(v >> 12) & 63]);
+    out.push_back(kB64Alphabet[(v >> 6) & 63]);
   }
   return out;
 }

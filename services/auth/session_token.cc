@@ -15,6 +15,7 @@
 #include "lib/status_macros.h"
 #include "lib/text.h"
 #include "nlohmann/json.hpp"
+#include "services/auth/jose.h"
 
 namespace tidepool::auth {
 
@@ -42,78 +43,17 @@ absl::Status Unauthenticated(absl::string_view reason) {
   return absl::UnauthenticatedError(reason);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Strict base64url (RFC 4648 §5) without padding.
+// Strict base64url: one implementation for the whole service, in jose.h.
+using jose::Base64UrlEncode;
 
-constexpr char kB64Alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-// Maps a character to its 6-bit value, or -1 for anything outside the base64url alphabet
-// (padding, '+', '/', whitespace, NUL, non-ASCII...).
-constexpr std::array<int8_t, 256> MakeB64DecodeTable() {
-  std::array<int8_t, 256> table{};
-  for (auto& v : table) {
-    v = -1;
-  }
-  for (int i = 0; i < 64; ++i) {
-    table[static_cast<unsigned char>(kB64Alphabet[i])] = static_cast<int8_t>(i);
-  }
-  return table;
-}
-constexpr std::array<int8_t, 256> kB64DecodeTable = MakeB64DecodeTable();
-
-std::string Base64UrlEncode(absl::string_view in) {
-  std::string out;
-  out.reserve((in.size() * 4 + 2) / 3);
-  size_t i = 0;
-  for (; i + 3 <= in.size(); i += 3) {
-    const uint32_t v = (static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << 16) |
-                       (static_cast<uint32_t>(static_cast<unsigned char>(in[i + 1])) << 8) |
-                       static_cast<uint32_t>(static_cast<unsigned char>(in[i + 2]));
-    out.push_back(kB64Alphabet[(v >> 18) & 63]);
-    out.push_back(kB64Alphabet[(v >> 12) & 63]);
-    out.push_back(kB64Alphabet[(v >> 6) & 63]);
-    out.push_back(kB64Alphabet[v & 63]);
-  }
-  const size_t rest = in.size() - i;
-  if (rest == 1) {
-    const uint32_t v = static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << 16;
-    out.push_back(kB64Alphabet[(v >> 18) & 63]);
-    out.push_back(kB64Alphabet[(v >> 12) & 63]);
-  } else if (rest == 2) {
-    const uint32_t v = (static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << 16) |
-                       (static_cast<uint32_t>(static_cast<unsigned char>(in[i + 1])) << 8);
-    out.push_back(kB64Alphabet[(v >> 18) & 63]);
-    out.push_back(kB64Alphabet[(v >> 12) & 63]);
-    out.push_back(kB64Alphabet[(v >> 6) & 63]);
-  }
-  return out;
-}
-
-// Decodes canonical unpadded base64url: only the 64 alphabet characters, a length that is
-// not 1 mod 4, and zero unused low bits in the last character, so that every byte string
-// has exactly one accepted encoding. Returns false otherwise.
 bool Base64UrlDecode(absl::string_view in, std::string* out) {
-  out->clear();
-  if (in.size() % 4 == 1) {
+  absl::StatusOr<std::string> decoded = jose::Base64UrlDecode(in);
+  if (!decoded.ok()) {
+    out->clear();
     return false;
   }
-  out->reserve(in.size() * 3 / 4);
-  uint32_t buffer = 0;
-  int bits = 0;
-  for (const char c : in) {
-    const int8_t v = kB64DecodeTable[static_cast<unsigned char>(c)];
-    if (v < 0) {
-      return false;
-    }
-    buffer = (buffer << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out->push_back(static_cast<char>((buffer >> bits) & 0xFF));
-    }
-  }
-  // 2 or 4 leftover bits must be zero, or another string would decode to the same bytes.
-  return (buffer & ((1u << bits) - 1)) == 0;
+  *out = *std::move(decoded);
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
