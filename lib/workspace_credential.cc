@@ -21,6 +21,10 @@ std::string DeriveWorkspaceKey(absl::string_view platform_key, absl::string_view
   return crypto::HmacSha256(platform_key, absl::StrCat("tidepool workspace key v1|", workspace_id));
 }
 
+std::string DeriveStampDigestKey(absl::string_view workspace_key) {
+  return crypto::HmacSha256(workspace_key, "tidepool stamp digest v1");
+}
+
 std::string MintWorkspaceCredential(absl::string_view workspace_key,
                                     absl::string_view workspace_id, absl::string_view caller,
                                     absl::Time expire) {

@@ -21,6 +21,14 @@ namespace tidepool {
 // The workspace key for `workspace_id` under the provisioner's 32-byte platform key.
 std::string DeriveWorkspaceKey(absl::string_view platform_key, absl::string_view workspace_id);
 
+// The key the stamped files' digests are made under (StampManifestEntry.hmac_sha256):
+// HMAC-SHA256(workspace key, "tidepool stamp digest v1"). The supervisor derives it from the
+// workspace key it already holds, so no further key material enters the sandbox.
+std::string DeriveStampDigestKey(absl::string_view workspace_key);
+
+// The stamp manifest's file name in the stamp directory (supervisor_service.proto).
+inline constexpr char kStampManifestName[] = "stamp-manifest.json";
+
 // Mints a credential for `caller` ("proxy", "provisioner", "scaler") valid until `expire`.
 std::string MintWorkspaceCredential(absl::string_view workspace_key,
                                     absl::string_view workspace_id, absl::string_view caller,

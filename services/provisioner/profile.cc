@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "lib/file_util.h"
+#include "lib/workspace_credential.h"
 #include "yaml-cpp/yaml.h"
 
 namespace tidepool::provisioner {
@@ -101,9 +102,42 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
       if (!file.IsMap() || !file["path"].IsScalar() || !file["template"].IsScalar()) {
         return Bad(source, "each file needs path and template");
       }
-      StampedFileTemplate entry{file["path"].Scalar(), file["template"].Scalar()};
+      for (const auto& key : file) {
+        const std::string name = key.first.as<std::string>("");
+        if (name != "path" && name != "template" && name != "install_to" && name != "mode") {
+          return Bad(source, absl::StrCat("unknown key '", name, "' in a file entry"));
+        }
+      }
+      StampedFileTemplate entry;
+      entry.path = file["path"].Scalar();
+      entry.text = file["template"].Scalar();
       if (!SafeRelativePath(entry.path)) {
         return Bad(source, absl::StrCat("file path '", entry.path, "' must be relative, without '..'"));
+      }
+      if (entry.path == kStampManifestName) {
+        return Bad(source, absl::StrCat("file path '", entry.path, "' is reserved for the manifest"));
+      }
+      if (file["install_to"]) {
+        entry.install_to = file["install_to"].as<std::string>("");
+        if (!SafeRelativePath(entry.install_to) || absl::StrContains(entry.install_to, "//") ||
+            absl::EndsWith(entry.install_to, "/")) {
+          return Bad(source, absl::StrCat("install_to '", entry.install_to,
+                                          "' must be a file path relative to the home directory"));
+        }
+      }
+      if (file["mode"]) {
+        // An octal string such as "0600", so YAML's integer rules cannot misread it.
+        const std::string mode = file["mode"].as<std::string>("");
+        unsigned value = 0;
+        bool ok = mode.size() >= 3 && mode.size() <= 4;
+        for (char c : mode) ok = ok && c >= '0' && c <= '7';
+        if (ok) value = static_cast<unsigned>(std::stoul(mode, nullptr, 8));
+        if (!ok || (value & 07000) != 0 || (value & 0400) == 0) {
+          return Bad(source, absl::StrCat("mode '", mode,
+                                          "' must be octal like \"0600\", owner-readable, "
+                                          "without setuid, setgid or sticky bits"));
+        }
+        entry.mode = value;
       }
       if (absl::Status ok = RenderTemplate(entry.text, probe).status(); !ok.ok()) {
         return Bad(source, ok.message());

@@ -9,10 +9,14 @@
 
 namespace tidepool::provisioner {
 
-// A file the profile stamps into the workspace's read-only config directory.
+// A file the profile stamps into the workspace's read-only config directory (/etc/tidepool).
 struct StampedFileTemplate {
   std::string path;  // relative, no ".." and no leading "/"
   std::string text;  // with {{variable}} placeholders
+  // Where the supervisor installs a guarded copy, relative to the home directory, for a tool
+  // that must find its config there; empty: the tool reads the read-only original.
+  std::string install_to;
+  unsigned mode = 0644;  // of the installed copy
 };
 
 // How the supervisor decides the tool is healthy: its process runs (http_port 0), or an HTTP

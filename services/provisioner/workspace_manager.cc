@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
 #include "lib/crypto/crypto.h"
 #include "lib/file_util.h"
 #include "lib/log.h"
@@ -12,11 +14,13 @@
 #include "lib/workspace_credential.h"
 #include "nlohmann/json.hpp"
 #include "services/provisioner/supervisor_client.h"
+#include "tidepool/supervisor/v1/supervisor_service.pb.h"
 
 namespace tidepool::provisioner {
 namespace {
 
 namespace commonpb = ::tidepool::common::v1;
+namespace supervisorpb = ::tidepool::supervisor::v1;
 
 constexpr size_t kMaxEvents = 10000;
 
@@ -72,10 +76,15 @@ absl::Status WorkspaceManager::Start() {
   for (const WorkspaceRecord& workspace : live) {
     Enqueue(workspace.workspace_id);
   }
+  if (options_.guard_poll_interval > absl::ZeroDuration()) {
+    guard_poller_ = std::make_unique<PeriodicTask>(options_.guard_poll_interval,
+                                                   [this] { PollConfigGuards(); });
+  }
   return absl::OkStatus();
 }
 
 void WorkspaceManager::Stop() {
+  if (guard_poller_ != nullptr) guard_poller_->Stop();
   {
     absl::MutexLock lock(&queue_mu_);
     stopping_ = true;
@@ -191,9 +200,13 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
                              "/opt/tidepool/bin");
   spec.ro_binds.emplace_back(SecretsDir(workspace.workspace_id), "/opt/tidepool/secrets");
   spec.command = {"/opt/tidepool/bin/tidepool-supervisor", "--socket",
-                  "/run/tidepool/supervisor.sock", "--tool-log",
+                  "/run/tidepool/supervisor.sock", "--stamp-dir", "/etc/tidepool", "--tool-log",
                   "/home/user/.tidepool/logs/tool.log", "--env-file",
                   "/opt/tidepool/secrets/env"};
+  if (!profile.schedule_store.empty()) {
+    spec.command.push_back("--schedule-store");
+    spec.command.push_back(profile.schedule_store);
+  }
   if (profile.health.http_port > 0) {
     spec.command.push_back("--health-http");
     spec.command.push_back(absl::StrCat(profile.health.http_port, ":", profile.health.http_path));
@@ -221,21 +234,102 @@ absl::Status WorkspaceManager::Stamp(const WorkspaceRecord& workspace, const Too
                                                      {"owner_user_id", workspace.owner_user_id},
                                                      {"timezone", workspace.timezone},
                                                      {"profile", profile.name}};
-  nlohmann::json manifest = {{"profile", profile.name}, {"files", nlohmann::json::array()}};
-  const std::string digest_key = crypto::HmacSha256(options_.platform_key, "tidepool stamp v1");
+  const std::string manifest_path = absl::StrCat(dir, "/", kStampManifestName);
+  supervisorpb::StampManifest previous;
+  if (absl::StatusOr<std::string> text = ReadFileToString(manifest_path); text.ok()) {
+    (void)google::protobuf::util::JsonStringToMessage(*text, &previous);
+  }
+  supervisorpb::StampManifest manifest;
+  manifest.set_generation(previous.generation() + 1);
+  manifest.set_profile(profile.name);
+  const std::string digest_key =
+      DeriveStampDigestKey(DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id));
   for (const StampedFileTemplate& file : profile.files) {
     TP_ASSIGN_OR_RETURN(std::string text, RenderTemplate(file.text, values));
     const std::string path = absl::StrCat(dir, "/", file.path);
     std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
     TP_RETURN_IF_ERROR(WriteFileAtomically(path, text, 0644));
-    manifest["files"].push_back(
-        {{"path", file.path},
-         {"hmac_sha256",
-          crypto::HexEncode(crypto::HmacSha256(
-              digest_key, absl::StrCat(workspace.workspace_id, "\n", file.path, "\n", text)))}});
+    supervisorpb::StampManifestEntry* entry = manifest.add_files();
+    entry->set_path(file.path);
+    entry->set_install_to(file.install_to);
+    entry->set_mode(file.mode);
+    entry->set_hmac_sha256(crypto::HmacSha256(digest_key, text));
   }
-  // The digests the supervisor's config guard checks (issue #7); the platform keeps the key.
-  return WriteFileAtomically(dir + "/stamp-manifest.json", manifest.dump(2) + "\n", 0644);
+  // The manifest goes last: the supervisor's guard reloads when it appears (config_guard.h).
+  std::string json;
+  google::protobuf::util::JsonPrintOptions print;
+  print.add_whitespace = true;
+  (void)google::protobuf::util::MessageToJsonString(manifest, &json, print);
+  return WriteFileAtomically(manifest_path, json, 0644);
+}
+
+void WorkspaceManager::PollConfigGuards() {
+  absl::StatusOr<std::vector<WorkspaceRecord>> live = store_.ListLive();
+  if (!live.ok()) return;
+  for (const WorkspaceRecord& workspace : *live) {
+    if (workspace.state != commonpb::WORKSPACE_STATE_RUNNING) continue;
+    uint64_t after = 0;
+    std::string boot_id;
+    {
+      absl::MutexLock lock(&guard_mu_);
+      if (auto it = guard_seen_.find(workspace.workspace_id); it != guard_seen_.end()) {
+        boot_id = it->second.first;
+        after = it->second.second;
+      }
+    }
+    const std::string key = DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id);
+    const std::string credential = MintWorkspaceCredential(
+        key, workspace.workspace_id, "provisioner", clock_.Now() + absl::Minutes(1));
+    absl::StatusOr<SupervisorReply> reply = PostToSupervisor(
+        SocketPath(workspace.workspace_id), "/_tidepool/v1/ListConfigEvents", credential,
+        absl::StrCat("{\"afterSequence\":\"", after, "\"}"), absl::Seconds(2));
+    supervisorpb::ListConfigEventsResponse events;
+    if (!reply.ok() || reply->status != 200 ||
+        !google::protobuf::util::JsonStringToMessage(reply->body, &events).ok()) {
+      continue;  // starting, stopping or gone; the next pass asks again
+    }
+    if (events.boot_id() != boot_id && after > 0) {
+      // A new supervisor numbers its events from 1 again: fetch them all next time.
+      absl::MutexLock lock(&guard_mu_);
+      guard_seen_[workspace.workspace_id] = {events.boot_id(), 0};
+      continue;
+    }
+    uint64_t last = after;
+    for (const supervisorpb::ConfigTamperEvent& tamper : events.events()) {
+      last = std::max<uint64_t>(last, tamper.sequence());
+      LogWarning("a stamped file was changed inside a workspace",
+                 {{"workspace_id", workspace.workspace_id},
+                  {"path", tamper.install_to().empty() ? tamper.path() : tamper.install_to()},
+                  {"difference", tamper.difference()},
+                  {"restored", tamper.restored()},
+                  {"quarantined", tamper.quarantined()}});
+      if (audit_ == nullptr) continue;
+      commonpb::AuditEvent event;
+      event.set_action("config.tamper_detected");
+      event.set_outcome(tamper.restored() ? commonpb::OUTCOME_SUCCESS : commonpb::OUTCOME_FAILURE);
+      event.mutable_actor()->set_kind(commonpb::ACTOR_KIND_SERVICE);
+      event.mutable_actor()->set_id("provisioner");
+      event.set_subject_user_id(workspace.owner_user_id);
+      event.set_reason_code(tamper.quarantined() ? "quarantined"
+                            : tamper.restored()  ? "restored"
+                                                 : "not_restored");
+      auto& attributes = *event.mutable_attributes();
+      attributes["workspace_id"] = workspace.workspace_id;
+      attributes["path"] = tamper.path();
+      attributes["install_to"] = tamper.install_to();
+      attributes["difference"] = tamper.difference();
+      attributes["detected_by"] = tamper.detected_by();
+      attributes["expected_digest"] = crypto::HexEncode(tamper.expected_digest());
+      attributes["observed_digest"] = crypto::HexEncode(tamper.observed_digest());
+      attributes["detect_time"] = google::protobuf::util::TimeUtil::ToString(tamper.detect_time());
+      if (tamper.has_restore_time()) {
+        attributes["restore_time"] = google::protobuf::util::TimeUtil::ToString(tamper.restore_time());
+      }
+      audit_->Emit(std::move(event));
+    }
+    absl::MutexLock lock(&guard_mu_);
+    guard_seen_[workspace.workspace_id] = {events.boot_id(), last};
+  }
 }
 
 absl::StatusOr<bool> WorkspaceManager::StampSecrets(const WorkspaceRecord& workspace) {

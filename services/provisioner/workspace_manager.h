@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lib/audit_client.h"
+#include "lib/periodic_task.h"
 #include "lib/clock.h"
 #include "services/provisioner/profile.h"
 #include "services/provisioner/runtime.h"
@@ -39,6 +40,9 @@ struct WorkspaceManagerOptions {
   int workers = 4;
   // Where the owners' keys come from; null stamps none.
   SecretsSource* secrets = nullptr;
+  // How often the config guards' tamper events are pulled from running supervisors and
+  // audited (the sandbox cannot call out). Zero disables it.
+  absl::Duration guard_poll_interval = absl::Seconds(1);
 };
 
 // A state change, for WatchWorkspaces.
@@ -100,6 +104,9 @@ class WorkspaceManager {
   absl::Status OnSecretsChanged(const std::string& owner_user_id);
   // OnSecretsChanged for the owner of every running workspace.
   void RestampAllSecrets();
+  // Pulls new config-guard events from every running supervisor and audits each one
+  // (config.tamper_detected). Runs every guard_poll_interval; public for tests.
+  void PollConfigGuards();
 
   WorkspaceStore& store() { return store_; }
   const WorkspaceManagerOptions& options() const { return options_; }
@@ -137,6 +144,10 @@ class WorkspaceManager {
   std::set<std::string> again_ ABSL_GUARDED_BY(queue_mu_);
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
   std::vector<std::thread> workers_;
+  std::unique_ptr<PeriodicTask> guard_poller_;
+  // Per workspace: the supervisor's boot id and the last guard event audited.
+  absl::Mutex guard_mu_;
+  std::map<std::string, std::pair<std::string, uint64_t>> guard_seen_ ABSL_GUARDED_BY(guard_mu_);
 
   absl::Mutex events_mu_;
   std::deque<WorkspaceEvent> events_ ABSL_GUARDED_BY(events_mu_);

@@ -1,10 +1,11 @@
 // tidepool-supervisor: the entry process of every workspace sandbox (see README.md).
 //
-// It runs the profile's tool with restarts and serves, on the workspace's Unix socket, to
-// callers holding a valid per-workspace credential: GetStatus, ListPorts, RestartTool,
-// StopTool, the file RPCs (ListFiles, StatFile, MakeDirectory, MovePath, CopyPath, DeletePath,
-// ExtractArchive) and terminals (a PTY running the user's shell) over WebSocket. Routes not built yet
-// answer UNIMPLEMENTED (HTTP 501).
+// It runs the profile's tool with restarts, guards the stamped configuration, and serves, on
+// the workspace's Unix socket, to callers holding a valid per-workspace credential:
+// GetStatus, ListPorts, RestartTool, StopTool, UpdateStamp, ListConfigEvents, the file RPCs
+// (ListFiles, StatFile, MakeDirectory, MovePath, CopyPath, DeletePath, ExtractArchive),
+// uploads, downloads, git clone, and terminals (a PTY running the user's shell) over
+// WebSocket. Routes not built yet answer UNIMPLEMENTED (HTTP 501).
 //
 // Environment (read once, then removed from the environment so the tool never sees them):
 //   TIDEPOOL_WORKSPACE_ID    the workspace id
@@ -12,7 +13,11 @@
 //   TIDEPOOL_PROFILE         the profile name
 //   TIDEPOOL_DISK_QUOTA_BYTES  the volume quota the file API enforces (507 when reached)
 // Usage: tidepool-supervisor --socket PATH [--tool-log PATH] [--env-file PATH] [--health-http PORT:PATH]
-//        [-- TOOL ARGV...]
+//        [--stamp-dir DIR] [--schedule-store PATH] [-- TOOL ARGV...]
+//   --schedule-store: the tool's jobs (ScheduleStore JSON), relative to the home directory;
+//     GetStatus reports them with their next run times in the owner's timezone (TZ).
+//   --stamp-dir: the read-only stamped configuration (stamp-manifest.json and the originals),
+//     guarded by the config guard (config_guard.h); the tool starts only when it verifies.
 //   --env-file: KEY=VALUE lines merged into the tool's environment at every (re)start.
 //   --health-http PORT:PATH: the tool is healthy while GET http://127.0.0.1:PORT PATH answers
 //     2xx or 3xx (otherwise: while its process runs).
@@ -48,13 +53,17 @@
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "lib/clock.h"
+#include "lib/log.h"
 #include "lib/periodic_task.h"
 #include "lib/crypto/crypto.h"
 #include "lib/workspace_credential.h"
+#include "services/supervisor/config_guard.h"
 #include "services/supervisor/file_service.h"
 #include "services/supervisor/git_clone.h"
 #include "services/supervisor/ports.h"
 #include "services/supervisor/resources.h"
+#include "services/supervisor/safe_path.h"
+#include "services/supervisor/schedule_reader.h"
 #include "services/supervisor/terminal.h"
 #include "services/supervisor/terminal_websocket.h"
 #include "services/supervisor/tool_runner.h"
@@ -82,6 +91,10 @@ struct Config {
   std::string workspace_key;
   std::string profile;
   std::string socket_path;
+  // The tool's schedule store, relative to the home directory ("" = none), and the owner's
+  // timezone its jobs default to.
+  std::string schedule_store;
+  std::string timezone;
 };
 
 http::response<http::string_body> JsonReply(unsigned version, http::status status,
@@ -183,7 +196,8 @@ Route FileRoute(FileService& files,
                }};
 }
 
-std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool, FileService& files) {
+std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool, FileService& files,
+                                    ConfigGuard* guard, const SafeRoot* home_root) {
   std::map<std::string, Route> routes;
   routes["ListFiles"] = FileRoute(files, &FileService::ListFiles);
   routes["StatFile"] = FileRoute(files, &FileService::StatFile);
@@ -192,7 +206,7 @@ std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool, File
   routes["CopyPath"] = FileRoute(files, &FileService::CopyPath);
   routes["DeletePath"] = FileRoute(files, &FileService::DeletePath);
   routes["ExtractArchive"] = FileRoute(files, &FileService::ExtractArchive);
-  routes["GetStatus"] = {{"proxy", "provisioner", "scaler"}, [&tool, &files](unsigned version,
+  routes["GetStatus"] = {{"proxy", "provisioner", "scaler"}, [&config, &tool, &files, guard, home_root](unsigned version,
                                                                                const std::string&) {
     v1::GetStatusResponse status;
     *status.mutable_tool() = tool.Status();
@@ -202,9 +216,26 @@ std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool, File
     }
     status.mutable_resources()->set_disk_quota_bytes(std::max<int64_t>(0, files.quota_bytes()));
     status.set_supervisor_version(kVersion);
-    status.set_config_ok(true);
+    status.set_config_ok(guard == nullptr || guard->ok());
+    if (guard != nullptr) {
+      status.set_stamp_generation(guard->generation());
+      for (v1::StampedFileStatus& file : guard->FileStatuses()) {
+        *status.add_stamped_files() = std::move(file);
+      }
+    }
+    const absl::Time now = absl::Now();
+    if (home_root != nullptr && !config.schedule_store.empty()) {
+      absl::StatusOr<std::vector<v1::ScheduledJob>> jobs =
+          ReadScheduledJobs(*home_root, config.schedule_store, config.timezone, now);
+      if (jobs.ok()) {
+        for (v1::ScheduledJob& job : *jobs) *status.add_scheduled_jobs() = std::move(job);
+      } else {
+        LogWarning("cannot read the tool's scheduled jobs",
+                   {{"error", std::string(jobs.status().message())}});
+      }
+    }
     *status.mutable_status_time() =
-        google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(absl::Now()));
+        google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(now));
     return Reply(version, status);
   }};
   routes["ListPorts"] = {{"proxy"}, [&](unsigned version, const std::string&) {
@@ -217,11 +248,12 @@ std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool, File
     }
     return Reply(version, *ports);
   }};
-  routes["RestartTool"] = {{"provisioner"}, [&](unsigned version, const std::string& body) {
+  routes["RestartTool"] = {{"provisioner"}, [&tool, guard](unsigned version, const std::string& body) {
     v1::RestartToolRequest request;
     if (!ParseBody(body, &request)) {
       return Error(version, http::status::bad_request, "INVALID_ARGUMENT", "malformed request");
     }
+    if (guard != nullptr) guard->ClearQuarantine();
     tool.Restart();
     v1::RestartToolResponse response;
     *response.mutable_tool() = tool.Status();
@@ -236,6 +268,45 @@ std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool, File
     v1::StopToolResponse response;
     *response.mutable_tool() = tool.Status();
     return Reply(version, response);
+  }};
+  routes["UpdateStamp"] = {{"provisioner"}, [&tool, guard](unsigned version, const std::string& body) {
+    v1::UpdateStampRequest request;
+    if (!ParseBody(body, &request)) {
+      return Error(version, http::status::bad_request, "INVALID_ARGUMENT", "malformed request");
+    }
+    if (guard == nullptr) {
+      return Error(version, http::status::precondition_failed, "FAILED_PRECONDITION",
+                   "this workspace has no stamp directory");
+    }
+    absl::StatusOr<ConfigGuard::ReloadResult> reloaded = guard->Reload(request.generation());
+    if (!reloaded.ok()) {
+      return Error(version, HttpStatusFor(reloaded.status().code()),
+                   absl::StatusCodeToString(reloaded.status().code()), reloaded.status().message());
+    }
+    v1::UpdateStampResponse response;
+    response.set_applied_generation(reloaded->generation);
+    for (const std::string& path : reloaded->changed_paths) response.add_changed_paths(path);
+    // A tool held back by its configuration starts once the configuration is right again.
+    if (request.restart_tool() || tool.Status().health() == v1::TOOL_HEALTH_BLOCKED_CONFIG) {
+      guard->ClearQuarantine();
+      tool.Restart();
+      response.set_tool_restarted(true);
+    }
+    return Reply(version, response);
+  }};
+  routes["ListConfigEvents"] = {{"provisioner"}, [guard](unsigned version, const std::string& body) {
+    v1::ListConfigEventsRequest request;
+    if (!ParseBody(body, &request)) {
+      return Error(version, http::status::bad_request, "INVALID_ARGUMENT", "malformed request");
+    }
+    const absl::Duration wait = absl::Seconds(request.wait().seconds()) +
+                                absl::Nanoseconds(request.wait().nanos());
+    if (wait < absl::ZeroDuration() || wait > absl::Seconds(30)) {
+      return Error(version, http::status::bad_request, "INVALID_ARGUMENT",
+                   "wait must be between 0 and 30 s");
+    }
+    if (guard == nullptr) return Reply(version, v1::ListConfigEventsResponse());
+    return Reply(version, guard->Events(request.after_sequence(), wait));
   }};
   (void)config;
   return routes;
@@ -548,12 +619,17 @@ int Main(int argc, char** argv) {
   int64_t quota = 0;  // the volume quota for the file API; 0 = unlimited
   (void)absl::SimpleAtoi(TakeEnv("TIDEPOOL_DISK_QUOTA_BYTES"), &quota);
   ToolRunnerOptions tool_options;
+  std::string stamp_dir;  // the read-only stamped configuration; empty: nothing is guarded
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--socket" && i + 1 < argc) {
       config.socket_path = argv[++i];
     } else if (arg == "--tool-log" && i + 1 < argc) {
       tool_options.log_path = argv[++i];
+    } else if (arg == "--schedule-store" && i + 1 < argc) {
+      config.schedule_store = argv[++i];
+    } else if (arg == "--stamp-dir" && i + 1 < argc) {
+      stamp_dir = argv[++i];
     } else if (arg == "--env-file" && i + 1 < argc) {
       tool_options.env_file = argv[++i];
     } else if (arg == "--health-http" && i + 1 < argc) {
@@ -610,11 +686,43 @@ int Main(int argc, char** argv) {
     return 1;
   }
   ::chmod(config.socket_path.c_str(), 0600);
+  const std::string home =
+      tool_options.env.count("HOME") ? tool_options.env["HOME"] : "/home/user";
+  // The config guard: the tool never starts on a configuration that does not match its stamp.
+  std::unique_ptr<ConfigGuard> guard;
+  ToolRunner* tool_for_guard = nullptr;
+  if (!stamp_dir.empty()) {
+    ConfigGuardOptions guard_options;
+    guard_options.stamp_dir = stamp_dir;
+    guard_options.volume_root = home;
+    guard_options.digest_key = DeriveStampDigestKey(config.workspace_key);
+    guard_options.on_quarantine = [&tool_for_guard] {
+      if (tool_for_guard != nullptr) {
+        tool_for_guard->Block("the stamped configuration was changed too often; the tool is "
+                              "stopped until the workspace is restarted");
+      }
+    };
+    absl::StatusOr<std::unique_ptr<ConfigGuard>> created = ConfigGuard::Create(guard_options);
+    if (!created.ok()) {
+      std::cerr << "tidepool-supervisor: " << created.status().message() << "\n";
+      return 1;
+    }
+    guard = *std::move(created);
+    if (absl::StatusOr<ConfigGuard::ReloadResult> loaded = guard->Reload(); !loaded.ok()) {
+      LogError("the stamped configuration cannot be verified; the tool will not start",
+               {{"error", std::string(loaded.status().message())}});
+    }
+    tool_options.before_start = [&guard] { return guard->Check("pre_start"); };
+  }
   ToolRunner tool(tool_options);
+  tool_for_guard = &tool;
+  if (guard != nullptr) guard->Start();
   tool.Start();
-  FileService files(tool_options.env.count("HOME") ? tool_options.env["HOME"] : "/home/user",
-                    quota);
-  const std::map<std::string, Route> routes = Routes(config, tool, files);
+  FileService files(home, quota);
+  if (auto tz = tool_options.env.find("TZ"); tz != tool_options.env.end()) config.timezone = tz->second;
+  absl::StatusOr<SafeRoot> home_root = SafeRoot::Open(home);
+  const std::map<std::string, Route> routes =
+      Routes(config, tool, files, guard.get(), home_root.ok() ? &*home_root : nullptr);
   RealClock clock;
   UploadManager uploads(files, clock);
   // Unfinished uploads are discarded after 24 h without a chunk.
@@ -641,6 +749,7 @@ int Main(int argc, char** argv) {
   });
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
+  if (guard != nullptr) guard->Stop();
   tool.Stop();
   ::unlink(config.socket_path.c_str());
   // Connections are served by detached threads; leave without unwinding under them.

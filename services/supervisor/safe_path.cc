@@ -218,4 +218,17 @@ absl::StatusOr<ParentRef> SafeRoot::ResolveParent(absl::string_view path) const 
   return ref;
 }
 
+std::optional<std::string> ReadToEnd(int fd, size_t limit) {
+  std::string out;
+  char buffer[16384];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::nullopt;
+    if (n == 0) return out;
+    out.append(buffer, static_cast<size_t>(n));
+    if (out.size() > limit) return std::nullopt;
+  }
+}
+
 }  // namespace tidepool::supervisor

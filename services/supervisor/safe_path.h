@@ -9,6 +9,7 @@
 // If the kernel lacks openat2 (ENOSYS), a component-by-component O_NOFOLLOW walk is used,
 // which refuses every symlink on the way (stricter, never weaker).
 
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -106,6 +107,9 @@ class SafeRoot {
   std::string root_path_;
   bool use_openat2_ = true;
 };
+
+// Reads `fd` to its end. nullopt on a read error or when it holds more than `limit` bytes.
+std::optional<std::string> ReadToEnd(int fd, size_t limit);
 
 // Maps an errno from a path operation to a Status with the contract's codes (ENOENT ->
 // NOT_FOUND, EEXIST/ENOTEMPTY... see .cc). `what` names the path for the message.

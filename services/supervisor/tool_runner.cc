@@ -159,6 +159,18 @@ void ToolRunner::Loop() {
       };
       mu_.Await(absl::Condition(&runnable));
       if (stopping_) return;
+      if (options_.before_start) {
+        mu_.Unlock();
+        const absl::Status ready = options_.before_start();
+        mu_.Lock();
+        if (stopping_) return;
+        if (!ready.ok()) {
+          paused_ = true;  // held until Restart()
+          blocked_reason_ = std::string(ready.message());
+          continue;
+        }
+        if (paused_) continue;  // paused while checking
+      }
       std::map<std::string, std::string> env = options_.env;
       for (auto& [k, v] : ReadEnvFile(options_.env_file)) env[k] = std::move(v);
       pid = Spawn(options_.argv, env, options_.log_path);
@@ -200,6 +212,19 @@ void ToolRunner::Loop() {
   }
 }
 
+void ToolRunner::Block(const std::string& reason) {
+  pid_t pid = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    blocked_reason_ = reason;
+    paused_ = true;
+    pid = pid_;
+    next_start_ = absl::Now();  // ends a backoff wait at once
+  }
+  TerminateRun(pid);
+}
+
 void ToolRunner::Pause() {
   pid_t pid = 0;
   {
@@ -225,6 +250,7 @@ void ToolRunner::Restart() {
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
+    blocked_reason_.clear();
     if (paused_) {
       paused_ = false;  // the loop is waiting to start it
       return;
@@ -262,7 +288,10 @@ v1::ToolStatus ToolRunner::Status() const {
     status.set_message("this profile runs no tool");
     return status;
   }
-  if (stopping_ || (paused_ && pid_ == 0)) {
+  if (!stopping_ && paused_ && pid_ == 0 && !blocked_reason_.empty()) {
+    status.set_health(v1::TOOL_HEALTH_BLOCKED_CONFIG);
+    status.set_message(blocked_reason_);
+  } else if (stopping_ || (paused_ && pid_ == 0)) {
     status.set_health(v1::TOOL_HEALTH_STOPPED);
   } else if (pid_ > 0) {
     status.set_health(options_.health_port == 0 || healthy_ ? v1::TOOL_HEALTH_HEALTHY
@@ -271,6 +300,8 @@ v1::ToolStatus ToolRunner::Status() const {
     status.set_message(health_message_);
     status.set_pid(pid_);
     *status.mutable_start_time() = Stamp(start_time_);
+  } else if (restarts_ < 0 || next_start_ == absl::InfinitePast()) {
+    status.set_health(v1::TOOL_HEALTH_STARTING);  // the first start is under way
   } else {
     status.set_health(v1::TOOL_HEALTH_RESTARTING);
     *status.mutable_next_start_time() = Stamp(next_start_);

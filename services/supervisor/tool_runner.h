@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "tidepool/supervisor/v1/supervisor_service.pb.h"
@@ -31,6 +33,10 @@ struct ToolRunnerOptions {
   int health_port = 0;
   std::string health_path = "/";
   absl::Duration health_interval = absl::Seconds(2);
+  // Called before every start; when it fails the tool is not started and is held in
+  // TOOL_HEALTH_BLOCKED_CONFIG (with the status message) until Restart(). The config guard's
+  // check: the tool never starts on a configuration that does not match its stamp.
+  std::function<absl::Status()> before_start;
 };
 
 // Runs the profile's tool: starts it, restarts it with exponential backoff when it exits, and
@@ -47,6 +53,8 @@ class ToolRunner {
   void Restart();
   // Stops the tool and keeps it stopped (health STOPPED) until Restart().
   void Pause();
+  // As Pause, but reported as TOOL_HEALTH_BLOCKED_CONFIG with `reason` until Restart().
+  void Block(const std::string& reason);
   v1::ToolStatus Status() const;
 
  private:
@@ -66,6 +74,8 @@ class ToolRunner {
   absl::Time next_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool restart_now_ ABSL_GUARDED_BY(mu_) = false;
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  // Why the tool is held stopped by its configuration; empty when it is not.
+  std::string blocked_reason_ ABSL_GUARDED_BY(mu_);
   // The last health check's verdict for the current run, and whether it ever passed.
   bool healthy_ ABSL_GUARDED_BY(mu_) = false;
   bool ever_healthy_ ABSL_GUARDED_BY(mu_) = false;

@@ -34,6 +34,10 @@ TEST(ProfileTest, ReadsHealthPortsSchedulesAndIdentityHeaders) {
   EXPECT_TRUE(web.identity.enabled);
   EXPECT_EQ(web.identity.user_header, "x-forwarded-user");
   EXPECT_THAT(web.identity.strip_headers, ::testing::ElementsAre("x-forwarded-email"));
+  const ToolProfile& guarded = profiles->at("guarded");
+  ASSERT_EQ(guarded.files.size(), 1u);
+  EXPECT_EQ(guarded.files[0].install_to, ".config/guarded/config.json");
+  EXPECT_EQ(guarded.files[0].mode, 0600u);
 }
 
 TEST(ProfileTest, RejectsBadProfilesWithAClearMessage) {
@@ -51,6 +55,14 @@ TEST(ProfileTest, RejectsBadProfilesWithAClearMessage) {
            {base + "files:\n  - path: a\n    template: '{{secret}}'\n", "unknown template placeholder"},
            {base + "health:\n  http: {port: 0}\n", "health.http.port"},
            {base + "health:\n  http: {port: 80, path: nope}\n", "health.http.path"},
+           {base + "files:\n  - path: a\n    template: x\n    install_to: ../a\n", "install_to"},
+           {base + "files:\n  - path: a\n    template: x\n    install_to: /etc/a\n", "install_to"},
+           {base + "files:\n  - path: a\n    template: x\n    install_to: d/\n", "install_to"},
+           {base + "files:\n  - path: a\n    template: x\n    mode: \"4755\"\n", "setuid"},
+           {base + "files:\n  - path: a\n    template: x\n    mode: \"0200\"\n", "owner-readable"},
+           {base + "files:\n  - path: a\n    template: x\n    mode: \"9\"\n", "octal"},
+           {base + "files:\n  - path: a\n    template: x\n    owner: root\n", "unknown key 'owner'"},
+           {base + "files:\n  - path: stamp-manifest.json\n    template: x\n", "reserved"},
            {base + "ports: [70000]\n", "ports must be port numbers"},
            {base + "schedule_store: /etc/x\n", "schedule_store"},
            {base + "identity_headers: {user_value: email}\n", "user_header"},

@@ -19,9 +19,12 @@
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "google/protobuf/util/json_util.h"
 #include "lib/workspace_credential.h"
 #include "services/provisioner/local_runtime.h"
 #include "services/provisioner/supervisor_client.h"
+#include "tidepool/supervisor/v1/supervisor_service.pb.h"
+#include "tests/testing/recording_audit.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -32,6 +35,7 @@ using ::testing::HasSubstr;
 using ::tidepool::testing::IsOk;
 using ::tidepool::testing::StatusIs;
 namespace commonpb = ::tidepool::common::v1;
+namespace supervisorpb = ::tidepool::supervisor::v1;
 
 constexpr char kAlice[] = "u_aaaaaaaaaaaaaaaaaaaaaaaaaa";
 constexpr char kBob[] = "u_bbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -60,6 +64,12 @@ class WorkspaceManagerTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    if (HasFailure()) {
+      for (const auto& entry : std::filesystem::directory_iterator(tmp_.Join("provisioner/runtime/logs"))) {
+        std::ifstream in(entry.path());
+        std::cerr << "--- " << entry.path() << "\n" << in.rdbuf() << "\n";
+      }
+    }
     if (manager_ == nullptr) return;
     // Stop the workers first (one could otherwise start a sandbox after it was deleted), then
     // leave no sandbox behind.
@@ -78,7 +88,7 @@ class WorkspaceManagerTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<LocalRuntime>> runtime = LocalRuntime::Open(runtime_options);
     ASSERT_THAT(runtime, IsOk());
     runtime_ = *std::move(runtime);
-    manager_ = std::make_unique<WorkspaceManager>(options_, *store_, *runtime_, clock_, nullptr);
+    manager_ = std::make_unique<WorkspaceManager>(options_, *store_, *runtime_, clock_, &audit_);
     ASSERT_THAT(manager_->Start(), IsOk());
   }
 
@@ -93,6 +103,37 @@ class WorkspaceManagerTest : public ::testing::Test {
     return *settled;
   }
 
+  // Types `command` into a terminal of the workspace (a shell inside its sandbox) and returns
+  // the terminal's output once it contains `until` (or after 10 s).
+  std::string RunInTerminal(const std::string& workspace_id, const std::string& command,
+                            const std::string& until) {
+    namespace asio = boost::asio;
+    namespace beast = boost::beast;
+    absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(workspace_id, "proxy");
+    EXPECT_THAT(endpoint, IsOk());
+    if (!endpoint.ok()) return "";
+    asio::io_context io;
+    beast::websocket::stream<asio::local::stream_protocol::socket> ws(io);
+    ws.next_layer().connect(asio::local::stream_protocol::endpoint(endpoint->unix_socket_path));
+    ws.set_option(beast::websocket::stream_base::decorator(
+        [&](beast::websocket::request_type& request) {
+          request.set("X-Tidepool-Credential", endpoint->credential);
+        }));
+    ws.handshake("workspace", "/_tidepool/v1/terminal?session_id=t1&cols=80&rows=24");
+    ws.binary(true);
+    ws.write(asio::buffer(command));
+    std::string seen;
+    beast::flat_buffer buffer;
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < deadline && seen.find(until) == std::string::npos) {
+      ws.read(buffer);
+      seen += beast::buffers_to_string(buffer.data());
+      buffer.consume(buffer.size());
+    }
+    ws.close(beast::websocket::close_code::normal);
+    return seen;
+  }
+
   int Status(const std::string& id, const std::string& credential) {
     absl::StatusOr<SupervisorReply> reply = PostToSupervisor(
         manager_->SocketPath(id), "/_tidepool/v1/GetStatus", credential, "{}", absl::Seconds(5));
@@ -101,6 +142,7 @@ class WorkspaceManagerTest : public ::testing::Test {
 
   tidepool::testing::ScopedTempDir tmp_;
   RealClock clock_;
+  tidepool::testing::RecordingAudit audit_;
   std::unique_ptr<SqliteDb> db_;
   std::unique_ptr<WorkspaceStore> store_;
   WorkspaceManagerOptions options_;
@@ -143,31 +185,11 @@ TEST_F(WorkspaceManagerTest, EnsureEndsWithARunningSupervisorThatChecksCredentia
 }
 
 TEST_F(WorkspaceManagerTest, TheTerminalIsAShellInsideTheSandbox) {
-  namespace asio = boost::asio;
-  namespace beast = boost::beast;
   WorkspaceRecord workspace = EnsureRunning(kAlice);
-  absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(workspace.workspace_id, "proxy");
-  ASSERT_THAT(endpoint, IsOk());
-  asio::io_context io;
-  beast::websocket::stream<asio::local::stream_protocol::socket> ws(io);
-  ws.next_layer().connect(asio::local::stream_protocol::endpoint(endpoint->unix_socket_path));
-  ws.set_option(beast::websocket::stream_base::decorator(
-      [&](beast::websocket::request_type& request) {
-        request.set("X-Tidepool-Credential", endpoint->credential);
-      }));
-  ws.handshake("workspace", "/_tidepool/v1/terminal?session_id=t1&cols=80&rows=24");
-  ws.binary(true);
-  ws.write(asio::buffer(std::string("echo uid=$(id -u) home=$HOME x=$((6*7)); ls /root 2>&1 | head -1\n")));
-  std::string seen;
-  beast::flat_buffer buffer;
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (absl::Now() < deadline && seen.find("x=42") == std::string::npos) {
-    ws.read(buffer);
-    seen += beast::buffers_to_string(buffer.data());
-    buffer.consume(buffer.size());
-  }
-  EXPECT_THAT(seen, HasSubstr("uid=1000 home=/home/user x=42"));
-  ws.close(beast::websocket::close_code::normal);
+  EXPECT_THAT(RunInTerminal(workspace.workspace_id,
+                            "echo uid=$(id -u) home=$HOME x=$((6*7)); ls /root 2>&1 | head -1\n",
+                            "x=42"),
+              HasSubstr("uid=1000 home=/home/user x=42"));
 }
 
 TEST_F(WorkspaceManagerTest, TheFileApiWorksOnTheVolumeAndNothingElse) {
@@ -403,6 +425,7 @@ class WorkspaceSecretsTest : public WorkspaceManagerTest {
     options_.profiles.insert(extra->begin(), extra->end());
     options_.default_profile = "envdump";
     options_.secrets = &secrets_;
+    options_.guard_poll_interval = absl::Milliseconds(100);
     StartManager();
   }
 
@@ -490,6 +513,27 @@ TEST_F(WorkspaceSecretsTest, AToolWithAnHttpHealthCheckIsReportedHealthyOnceItAn
   }
   EXPECT_THAT(body, HasSubstr("TOOL_HEALTH_HEALTHY"));
 
+  // The tool's scheduled jobs (its schedule store, in the volume), with their next run in
+  // the owner's timezone; a job that cannot be understood is listed with the reason.
+  std::filesystem::create_directories(manager_->VolumeDir(settled->workspace_id) + "/.webtool");
+  std::ofstream(manager_->VolumeDir(settled->workspace_id) + "/.webtool/jobs.json")
+      << R"({"jobs": [{"jobId": "report", "schedule": "0 9 * * *", "timezone": "Europe/Berlin",)"
+      << R"( "enabled": true}, {"jobId": "bad", "schedule": "whenever", "enabled": true}]})";
+  absl::StatusOr<SupervisorReply> scheduled =
+      PostToSupervisor(manager_->SocketPath(settled->workspace_id), "/_tidepool/v1/GetStatus",
+                       credential, "{}", absl::Seconds(5));
+  ASSERT_THAT(scheduled, IsOk());
+  supervisorpb::GetStatusResponse status;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(scheduled->body, &status).ok());
+  ASSERT_EQ(status.scheduled_jobs_size(), 2);
+  const absl::Time next = absl::FromUnixSeconds(status.scheduled_jobs(0).next_run_time().seconds());
+  EXPECT_GT(next, absl::Now());
+  EXPECT_LE(next, absl::Now() + absl::Hours(24));
+  absl::TimeZone berlin;
+  ASSERT_TRUE(absl::LoadTimeZone("Europe/Berlin", &berlin));
+  EXPECT_EQ(absl::FormatTime("%H:%M", next, berlin), "09:00");
+  EXPECT_FALSE(status.scheduled_jobs(1).schedule_error().empty());
+
   // Previews: the tool's port, with its process, as the proxy would list them.
   absl::StatusOr<SupervisorReply> ports =
       PostToSupervisor(manager_->SocketPath(settled->workspace_id), "/_tidepool/v1/ListPorts",
@@ -522,6 +566,94 @@ TEST_F(WorkspaceSecretsTest, AToolWithAnHttpHealthCheckIsReportedHealthyOnceItAn
                        credential, "{\"nope\":1}", absl::Seconds(5));
   ASSERT_THAT(malformed, IsOk());
   EXPECT_EQ(malformed->status, 400);
+}
+
+}  // namespace
+}  // namespace tidepool::provisioner
+
+namespace tidepool::provisioner {
+namespace {
+
+// SECURITY-TESTS.md #78 and G8 through the real sandbox: a stamped file the profile installs
+// into the volume, changed from a shell inside the workspace, is restored within 5 s,
+// reported to the provisioner and audited; the tool's next start sees the stamped content.
+TEST_F(WorkspaceSecretsTest, AStampedFileChangedInsideTheWorkspaceIsRestoredAndAudited) {
+  absl::StatusOr<EnsureOutcome> outcome = manager_->Ensure(kAlice, "guarded", "Europe/Berlin");
+  ASSERT_THAT(outcome, IsOk());
+  absl::StatusOr<WorkspaceRecord> settled =
+      manager_->AwaitSettled(outcome->workspace.workspace_id, absl::Now() + absl::Seconds(30));
+  ASSERT_THAT(settled, IsOk());
+  ASSERT_EQ(settled->state, commonpb::WORKSPACE_STATE_RUNNING) << settled->state_reason;
+  const std::string id = settled->workspace_id;
+  const std::string copy = manager_->VolumeDir(id) + "/.config/guarded/config.json";
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::string stamped = read(copy);
+  ASSERT_THAT(stamped, HasSubstr("trusted-proxy"));
+  ASSERT_THAT(stamped, HasSubstr(id));
+  // The read-only original cannot be written from inside; the installed copy can, and is put
+  // back.
+  const std::string seen = RunInTerminal(
+      id,
+      "echo '{\"auth\": \"none\"}' > /etc/tidepool/guarded.json; echo ro=$?; "
+      "echo '{\"gateway\": {\"auth\": {\"mode\": \"none\"}}}' > ~/.config/guarded/config.json; "
+      "echo tamp\"\"ered\n",
+      "tampered\r\n");
+  const absl::Time tampered = absl::Now();
+  EXPECT_THAT(seen, HasSubstr("ro=1"));
+  while (read(copy) != stamped && absl::Now() - tampered < absl::Seconds(5)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(read(copy), stamped);
+  std::cerr << "tamper -> restored (seen from outside): "
+            << absl::FormatDuration(absl::Now() - tampered) << "\n";
+  // Pulled from the supervisor and audited.
+  auto tamper_events = [&] {
+    std::vector<commonpb::AuditEvent> out;
+    for (const commonpb::AuditEvent& event : audit_.Events()) {
+      if (event.action() == "config.tamper_detected") out.push_back(event);
+    }
+    return out;
+  };
+  const absl::Time audit_deadline = absl::Now() + absl::Seconds(5);
+  while (tamper_events().empty() && absl::Now() < audit_deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  std::vector<commonpb::AuditEvent> events = tamper_events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].subject_user_id(), kAlice);
+  EXPECT_EQ(events[0].reason_code(), "restored");
+  EXPECT_EQ(events[0].attributes().at("workspace_id"), id);
+  EXPECT_EQ(events[0].attributes().at("install_to"), ".config/guarded/config.json");
+  EXPECT_EQ(events[0].attributes().at("difference"), "content");
+  // The status reports the guard's view.
+  absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(id, "proxy");
+  ASSERT_THAT(endpoint, IsOk());
+  absl::StatusOr<SupervisorReply> status = PostToSupervisor(
+      manager_->SocketPath(id), "/_tidepool/v1/GetStatus", endpoint->credential, "{}",
+      absl::Seconds(5));
+  ASSERT_THAT(status, IsOk());
+  EXPECT_THAT(status->body, HasSubstr("\"configOk\":true"));
+  EXPECT_THAT(status->body, HasSubstr("\"restoreCount\":1"));
+  EXPECT_THAT(status->body, HasSubstr("\"stampGeneration\":\"1\""));
+  // Every start of the tool saw the stamped content.
+  ASSERT_THAT(manager_->Restart(id, absl::Now() + absl::Seconds(30)), IsOk());
+  auto starts = [&] {
+    std::vector<std::string> seen;
+    for (const auto& entry : std::filesystem::directory_iterator(manager_->VolumeDir(id))) {
+      if (entry.path().filename().string().rfind("seen.", 0) == 0) {
+        seen.push_back(read(entry.path().string()));
+      }
+    }
+    return seen;
+  };
+  const absl::Time restart_deadline = absl::Now() + absl::Seconds(10);
+  while (starts().size() < 2 && absl::Now() < restart_deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_THAT(starts(), ::testing::ElementsAre(stamped, stamped));
 }
 
 }  // namespace
