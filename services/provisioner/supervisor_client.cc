@@ -1,7 +1,7 @@
 #include "services/provisioner/supervisor_client.h"
 
-#include <sys/socket.h>
-#include <sys/time.h>
+#include <chrono>
+#include <utility>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -29,19 +29,11 @@ absl::StatusOr<SupervisorReply> SendToSupervisor(const std::string& socket_path,
                                                  const std::string& path,
                                                  const std::string& credential,
                                                  const std::string& body, absl::Duration timeout) {
+  // Asynchronous operations bounded by one deadline: a blocking read with SO_RCVTIMEO would
+  // not do, as Asio turns its EAGAIN into an unbounded wait (a stopped supervisor accepts the
+  // connection into the backlog and then never answers).
   asio::io_context io;
   local::socket socket(io);
-  boost::system::error_code ec;
-  socket.connect(local::endpoint(socket_path), ec);
-  if (ec) {
-    return absl::UnavailableError(absl::StrCat("the supervisor is not listening: ", ec.message()));
-  }
-  // Bound every read and write by the timeout.
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(absl::ToInt64Seconds(timeout));
-  tv.tv_usec = static_cast<suseconds_t>(absl::ToInt64Microseconds(timeout) % 1000000);
-  ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   http::request<http::string_body> request(http::string_to_verb(method), path, 11);
   request.set(http::field::host, "workspace");
   request.set(http::field::content_type, "application/json");
@@ -49,11 +41,30 @@ absl::StatusOr<SupervisorReply> SendToSupervisor(const std::string& socket_path,
   request.keep_alive(false);
   request.body() = body;
   request.prepare_payload();
-  http::write(socket, request, ec);
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(64 << 20);
-  if (!ec) http::read(socket, buffer, parser, ec);
+  boost::system::error_code ec = asio::error::timed_out;
+  bool connected = false;
+  socket.async_connect(local::endpoint(socket_path), [&](boost::system::error_code connect_ec) {
+    if (connect_ec) {
+      ec = connect_ec;
+      return;
+    }
+    connected = true;
+    http::async_write(socket, request, [&](boost::system::error_code write_ec, size_t) {
+      if (write_ec) {
+        ec = write_ec;
+        return;
+      }
+      http::async_read(socket, buffer, parser,
+                       [&](boost::system::error_code read_ec, size_t) { ec = read_ec; });
+    });
+  });
+  io.run_for(std::chrono::microseconds(absl::ToInt64Microseconds(timeout)));
+  if (!connected && ec != asio::error::timed_out) {
+    return absl::UnavailableError(absl::StrCat("the supervisor is not listening: ", ec.message()));
+  }
   if (ec) {
     return absl::UnavailableError(absl::StrCat("the supervisor did not answer: ", ec.message()));
   }

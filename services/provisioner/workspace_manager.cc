@@ -50,6 +50,12 @@ std::string WorkspaceManager::SecretsDir(const std::string& workspace_id) const 
   return absl::StrCat(options_.dir, "/secrets/", workspace_id);
 }
 
+std::string WorkspaceManager::EgressSocketDir() const {
+  return options_.egress_socket_dir.empty()
+             ? std::filesystem::path(options_.dir).parent_path().string() + "/egress"
+             : options_.egress_socket_dir;
+}
+
 std::string WorkspaceManager::VolumeDir(const std::string& workspace_id) const {
   return absl::StrCat(options_.dir, "/volumes/", workspace_id);
 }
@@ -62,6 +68,16 @@ absl::Status WorkspaceManager::Start() {
                                  std::filesystem::perm_options::replace, ec);
     if (ec) {
       return absl::UnavailableError(absl::StrCat("cannot prepare ", options_.dir, sub, ": ",
+                                                 ec.message()));
+    }
+  }
+  // The egress proxy's socket directory: bound into every sandbox, so it must exist (empty
+  // until the proxy listens there; the relay answers 502 meanwhile).
+  {
+    std::error_code ec;
+    std::filesystem::create_directories(EgressSocketDir(), ec);
+    if (ec) {
+      return absl::UnavailableError(absl::StrCat("cannot prepare ", EgressSocketDir(), ": ",
                                                  ec.message()));
     }
   }
@@ -199,10 +215,13 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
   spec.ro_binds.emplace_back(std::filesystem::path(options_.supervisor_binary).parent_path().string(),
                              "/opt/tidepool/bin");
   spec.ro_binds.emplace_back(SecretsDir(workspace.workspace_id), "/opt/tidepool/secrets");
+  spec.ro_binds.emplace_back(EgressSocketDir(), "/run/tidepool-egress");
   spec.command = {"/opt/tidepool/bin/tidepool-supervisor", "--socket",
                   "/run/tidepool/supervisor.sock", "--stamp-dir", "/etc/tidepool", "--tool-log",
                   "/home/user/.tidepool/logs/tool.log", "--env-file",
                   "/opt/tidepool/secrets/env"};
+  spec.command.push_back("--egress-relay");
+  spec.command.push_back(absl::StrCat(kEgressRelayPort, ":/run/tidepool-egress/egress.sock"));
   if (!profile.schedule_store.empty()) {
     spec.command.push_back("--schedule-store");
     spec.command.push_back(profile.schedule_store);
@@ -217,6 +236,13 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
   spec.env["HOME"] = "/home/user";
   spec.env["USER"] = "user";
   if (!workspace.timezone.empty()) spec.env["TZ"] = workspace.timezone;
+  // The only way out is the supervisor's relay to the platform's egress proxy.
+  const std::string relay = absl::StrCat("http://127.0.0.1:", kEgressRelayPort);
+  for (const char* name : {"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"}) {
+    spec.env[name] = relay;
+  }
+  spec.env["NO_PROXY"] = spec.env["no_proxy"] = "localhost,127.0.0.1,::1";
+  spec.env["NODE_USE_ENV_PROXY"] = "1";  // Node.js 24's fetch honours HTTP(S)_PROXY with it
   spec.env["TIDEPOOL_WORKSPACE_ID"] = workspace.workspace_id;
   spec.env["TIDEPOOL_PROFILE"] = profile.name;
   spec.env["TIDEPOOL_DISK_QUOTA_BYTES"] = absl::StrCat(options_.limits.disk_bytes);
@@ -263,6 +289,36 @@ absl::Status WorkspaceManager::Stamp(const WorkspaceRecord& workspace, const Too
   return WriteFileAtomically(manifest_path, json, 0644);
 }
 
+void WorkspaceManager::RestartUnresponsive(const std::string& workspace_id) {
+  absl::StatusOr<WorkspaceRecord> record = store_.Get(workspace_id);
+  absl::StatusOr<SandboxStatus> sandbox = runtime_.Status(workspace_id);
+  // Only a workspace meant to run whose sandbox still runs: not one going to sleep or away.
+  if (!record.ok() || record->state != commonpb::WORKSPACE_STATE_RUNNING ||
+      record->desired_state != commonpb::WORKSPACE_STATE_RUNNING || !sandbox.ok() ||
+      sandbox->phase != SandboxPhase::kRunning) {
+    return;
+  }
+  LogWarning("the workspace's supervisor stopped answering; restarting the workspace",
+             {{"workspace_id", workspace_id}});
+  if (audit_ != nullptr) {
+    commonpb::AuditEvent event;
+    event.set_action("workspace.supervisor_unresponsive");
+    event.set_outcome(commonpb::OUTCOME_FAILURE);
+    event.mutable_actor()->set_kind(commonpb::ACTOR_KIND_SERVICE);
+    event.mutable_actor()->set_id("provisioner");
+    event.set_subject_user_id(record->owner_user_id);
+    event.set_reason_code("heartbeat_missed");
+    (*event.mutable_attributes())["workspace_id"] = workspace_id;
+    audit_->Emit(std::move(event));
+  }
+  if (absl::StatusOr<WorkspaceRecord> restarted = Restart(workspace_id, absl::InfinitePast());
+      !restarted.ok() && !absl::IsDeadlineExceeded(restarted.status())) {
+    LogError("cannot restart an unresponsive workspace",
+             {{"workspace_id", workspace_id},
+              {"error", std::string(restarted.status().message())}});
+  }
+}
+
 void WorkspaceManager::PollConfigGuards() {
   absl::StatusOr<std::vector<WorkspaceRecord>> live = store_.ListLive();
   if (!live.ok()) return;
@@ -282,11 +338,23 @@ void WorkspaceManager::PollConfigGuards() {
         key, workspace.workspace_id, "provisioner", clock_.Now() + absl::Minutes(1));
     absl::StatusOr<SupervisorReply> reply = PostToSupervisor(
         SocketPath(workspace.workspace_id), "/_tidepool/v1/ListConfigEvents", credential,
-        absl::StrCat("{\"afterSequence\":\"", after, "\"}"), absl::Seconds(2));
+        absl::StrCat("{\"afterSequence\":\"", after, "\"}"), absl::Seconds(1));
     supervisorpb::ListConfigEventsResponse events;
     if (!reply.ok() || reply->status != 200 ||
         !google::protobuf::util::JsonStringToMessage(reply->body, &events).ok()) {
-      continue;  // starting, stopping or gone; the next pass asks again
+      // Starting, stopping or gone (the next pass asks again), or frozen.
+      int misses = 0;
+      {
+        absl::MutexLock lock(&guard_mu_);
+        misses = ++guard_misses_[workspace.workspace_id];
+        if (misses >= kMaxGuardMisses) guard_misses_.erase(workspace.workspace_id);
+      }
+      if (misses >= kMaxGuardMisses) RestartUnresponsive(workspace.workspace_id);
+      continue;
+    }
+    {
+      absl::MutexLock lock(&guard_mu_);
+      guard_misses_.erase(workspace.workspace_id);
     }
     if (events.boot_id() != boot_id && after > 0) {
       // A new supervisor numbers its events from 1 again: fetch them all next time.

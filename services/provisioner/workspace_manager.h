@@ -22,6 +22,9 @@
 
 namespace tidepool::provisioner {
 
+// The port inside every sandbox where the supervisor's egress relay listens.
+inline constexpr int kEgressRelayPort = 3128;
+
 struct WorkspaceManagerOptions {
   // <data_dir>/provisioner: volumes/, sockets/, stamps/ live under it.
   std::string dir;
@@ -40,6 +43,10 @@ struct WorkspaceManagerOptions {
   int workers = 4;
   // Where the owners' keys come from; null stamps none.
   SecretsSource* secrets = nullptr;
+  // The host directory where the platform's egress proxy listens (egress.sock); bound
+  // read-only at /run/tidepool-egress in every sandbox, whose supervisor relays the tool's
+  // HTTP(S)_PROXY (127.0.0.1:kEgressRelayPort) there. Empty: <dir>/../egress.
+  std::string egress_socket_dir;
   // How often the config guards' tamper events are pulled from running supervisors and
   // audited (the sandbox cannot call out). Zero disables it.
   absl::Duration guard_poll_interval = absl::Seconds(1);
@@ -105,13 +112,18 @@ class WorkspaceManager {
   // OnSecretsChanged for the owner of every running workspace.
   void RestampAllSecrets();
   // Pulls new config-guard events from every running supervisor and audits each one
-  // (config.tamper_detected). Runs every guard_poll_interval; public for tests.
+  // (config.tamper_detected). The pull is also the supervisor's heartbeat: a running sandbox
+  // whose supervisor misses kMaxGuardMisses pulls in a row (stopped, hung, or killed by the
+  // tool) is audited (workspace.supervisor_unresponsive) and restarted, so the tool cannot
+  // run on with its guard frozen. Runs every guard_poll_interval; public for tests.
   void PollConfigGuards();
+  static constexpr int kMaxGuardMisses = 5;
 
   WorkspaceStore& store() { return store_; }
   const WorkspaceManagerOptions& options() const { return options_; }
   std::string SocketPath(const std::string& workspace_id) const;
   std::string VolumeDir(const std::string& workspace_id) const;
+  std::string EgressSocketDir() const;
 
  private:
   void Enqueue(const std::string& workspace_id);
@@ -126,6 +138,8 @@ class WorkspaceManager {
   std::string SecretsDir(const std::string& workspace_id) const;
   SandboxSpec SpecFor(const WorkspaceRecord& workspace, const ToolProfile& profile) const;
   bool SupervisorReady(const std::string& workspace_id);
+  // PollConfigGuards' response to a supervisor that stopped answering.
+  void RestartUnresponsive(const std::string& workspace_id);
   void Observe(const std::string& workspace_id, WorkspaceState state, const std::string& reason);
   void Publish(const WorkspaceRecord& record);
   absl::StatusOr<WorkspaceRecord> Want(const std::string& workspace_id, WorkspaceState desired,
@@ -148,6 +162,8 @@ class WorkspaceManager {
   // Per workspace: the supervisor's boot id and the last guard event audited.
   absl::Mutex guard_mu_;
   std::map<std::string, std::pair<std::string, uint64_t>> guard_seen_ ABSL_GUARDED_BY(guard_mu_);
+  // Per workspace: polls in a row its running sandbox's supervisor did not answer.
+  std::map<std::string, int> guard_misses_ ABSL_GUARDED_BY(guard_mu_);
 
   absl::Mutex events_mu_;
   std::deque<WorkspaceEvent> events_ ABSL_GUARDED_BY(events_mu_);

@@ -13,7 +13,9 @@
 //   TIDEPOOL_PROFILE         the profile name
 //   TIDEPOOL_DISK_QUOTA_BYTES  the volume quota the file API enforces (507 when reached)
 // Usage: tidepool-supervisor --socket PATH [--tool-log PATH] [--env-file PATH] [--health-http PORT:PATH]
-//        [--stamp-dir DIR] [--schedule-store PATH] [-- TOOL ARGV...]
+//        [--stamp-dir DIR] [--schedule-store PATH] [--egress-relay PORT:SOCKET] [-- TOOL ARGV...]
+//   --egress-relay: listen on 127.0.0.1:PORT and relay every connection to the platform's
+//     egress proxy at the Unix socket SOCKET (egress_relay.h); the tool's HTTP(S)_PROXY.
 //   --schedule-store: the tool's jobs (ScheduleStore JSON), relative to the home directory;
 //     GetStatus reports them with their next run times in the owner's timezone (TZ).
 //   --stamp-dir: the read-only stamped configuration (stamp-manifest.json and the originals),
@@ -58,6 +60,7 @@
 #include "lib/crypto/crypto.h"
 #include "lib/workspace_credential.h"
 #include "services/supervisor/config_guard.h"
+#include "services/supervisor/egress_relay.h"
 #include "services/supervisor/file_service.h"
 #include "services/supervisor/git_clone.h"
 #include "services/supervisor/ports.h"
@@ -620,12 +623,25 @@ int Main(int argc, char** argv) {
   (void)absl::SimpleAtoi(TakeEnv("TIDEPOOL_DISK_QUOTA_BYTES"), &quota);
   ToolRunnerOptions tool_options;
   std::string stamp_dir;  // the read-only stamped configuration; empty: nothing is guarded
+  EgressRelayOptions egress_options;  // no upstream socket: no relay
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--socket" && i + 1 < argc) {
       config.socket_path = argv[++i];
     } else if (arg == "--tool-log" && i + 1 < argc) {
       tool_options.log_path = argv[++i];
+    } else if (arg == "--egress-relay" && i + 1 < argc) {
+      // PORT:SOCKET, e.g. 3128:/run/tidepool-egress/egress.sock
+      const std::string value = argv[++i];
+      const size_t colon = value.find(':');
+      if (colon == std::string::npos ||
+          !absl::SimpleAtoi(value.substr(0, colon), &egress_options.listen_port) ||
+          egress_options.listen_port < 1 || egress_options.listen_port > 65535 ||
+          colon + 1 == value.size()) {
+        std::cerr << "tidepool-supervisor: --egress-relay wants PORT:SOCKET\n";
+        return 2;
+      }
+      egress_options.upstream_socket = value.substr(colon + 1);
     } else if (arg == "--schedule-store" && i + 1 < argc) {
       config.schedule_store = argv[++i];
     } else if (arg == "--stamp-dir" && i + 1 < argc) {
@@ -728,9 +744,26 @@ int Main(int argc, char** argv) {
   // Unfinished uploads are discarded after 24 h without a chunk.
   PeriodicTask purge_uploads(absl::Hours(1),
                              [&uploads] { (void)uploads.PurgeOlderThan(UploadManager::kRetention); });
+  // The sandbox's one way out: a loopback port relayed to the platform's egress proxy, each
+  // connection introduced by a short-lived credential naming this workspace.
+  std::unique_ptr<EgressRelay> egress;
+  if (!egress_options.upstream_socket.empty()) {
+    egress_options.preamble_token = [&config] {
+      return MintWorkspaceCredential(config.workspace_key, config.workspace_id, "egress",
+                                     absl::Now() + absl::Minutes(10));
+    };
+    absl::StatusOr<std::unique_ptr<EgressRelay>> started = EgressRelay::Start(egress_options);
+    if (!started.ok()) {
+      LogError("cannot start the egress relay; the workspace has no way out",
+               {{"error", std::string(started.status().message())}});
+    } else {
+      egress = *std::move(started);
+    }
+  }
   TerminalOptions terminal_options;
   terminal_options.working_dir = tool_options.env.count("HOME") ? tool_options.env["HOME"] : "/";
-  for (const char* name : {"HOME", "USER", "SHELL", "LANG", "PATH", "TZ"}) {
+  for (const char* name : {"HOME", "USER", "SHELL", "LANG", "PATH", "TZ", "HTTP_PROXY",
+                           "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy"}) {
     if (auto it = tool_options.env.find(name); it != tool_options.env.end()) {
       terminal_options.env[name] = it->second;
     }
@@ -751,6 +784,7 @@ int Main(int argc, char** argv) {
   sigwait(&stop_signals, &signal_number);
   if (guard != nullptr) guard->Stop();
   tool.Stop();
+  if (egress != nullptr) egress->Stop();
   ::unlink(config.socket_path.c_str());
   // Connections are served by detached threads; leave without unwinding under them.
   accept_thread.detach();

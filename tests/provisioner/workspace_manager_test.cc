@@ -3,15 +3,20 @@
 #include "services/provisioner/workspace_manager.h"
 
 #include <atomic>
+#include <csignal>
 #include <utility>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -119,7 +124,9 @@ class WorkspaceManagerTest : public ::testing::Test {
         [&](beast::websocket::request_type& request) {
           request.set("X-Tidepool-Credential", endpoint->credential);
         }));
-    ws.handshake("workspace", "/_tidepool/v1/terminal?session_id=t1&cols=80&rows=24");
+    // A new session each time: re-attaching would replay the last one's output.
+    ws.handshake("workspace", absl::StrCat("/_tidepool/v1/terminal?session_id=t",
+                                           ++terminal_sessions_, "&cols=80&rows=24"));
     ws.binary(true);
     ws.write(asio::buffer(command));
     std::string seen;
@@ -143,6 +150,7 @@ class WorkspaceManagerTest : public ::testing::Test {
   tidepool::testing::ScopedTempDir tmp_;
   RealClock clock_;
   tidepool::testing::RecordingAudit audit_;
+  int terminal_sessions_ = 0;
   std::unique_ptr<SqliteDb> db_;
   std::unique_ptr<WorkspaceStore> store_;
   WorkspaceManagerOptions options_;
@@ -368,6 +376,123 @@ TEST_F(WorkspaceManagerTest, SuspensionStopsAndHoldsUntilReinstated) {
       manager_->AwaitSettled(workspace.workspace_id, absl::Now() + absl::Seconds(20));
   ASSERT_THAT(released, IsOk());
   EXPECT_EQ(released->state, commonpb::WORKSPACE_STATE_SLEEPING);
+}
+
+// The host pid of the supervisor inside `workspace_id`'s sandbox (a descendant of the
+// sandbox's outermost process), or 0.
+pid_t SupervisorPid(Runtime& runtime, const std::string& workspace_id) {
+  absl::StatusOr<SandboxStatus> sandbox = runtime.Status(workspace_id);
+  if (!sandbox.ok() || sandbox->pid <= 0) return 0;
+  auto parent_of = [](pid_t pid, std::string* comm) -> pid_t {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) return 0;
+    *comm = stat.substr(open + 1, close - open - 1);
+    std::istringstream rest(stat.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    return ppid;
+  };
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = std::stoi(name);
+    std::string comm;
+    pid_t up = parent_of(pid, &comm);
+    if (comm != "tidepool-superv") continue;
+    for (int depth = 0; up > 1 && depth < 8; ++depth) {
+      if (up == sandbox->pid) return pid;
+      std::string ignored;
+      up = parent_of(up, &ignored);
+    }
+  }
+  return 0;
+}
+
+// SECURITY-TESTS.md #80: a supervisor that stops answering (here SIGSTOPped, as the tool
+// could do to freeze its guard) is noticed by the provisioner's heartbeat, audited, and the
+// workspace is restarted with a fresh supervisor.
+TEST_F(WorkspaceManagerTest, AFrozenSupervisorIsNoticedAuditedAndTheWorkspaceRestarted) {
+  manager_->Stop();
+  options_.guard_poll_interval = absl::Milliseconds(100);
+  StartManager();
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  const pid_t frozen = SupervisorPid(*runtime_, workspace.workspace_id);
+  ASSERT_GT(frozen, 0);
+  ASSERT_EQ(::kill(frozen, SIGSTOP), 0);
+  auto unresponsive = [&] {
+    for (const commonpb::AuditEvent& event : audit_.Events()) {
+      if (event.action() == "workspace.supervisor_unresponsive") return true;
+    }
+    return false;
+  };
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (!unresponsive() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  ASSERT_TRUE(unresponsive());
+  // The restart follows the audit event: a new supervisor answers.
+  pid_t fresh = 0;
+  int answer = -1;
+  while (absl::Now() < deadline && answer != 200) {
+    absl::SleepFor(absl::Milliseconds(50));
+    fresh = SupervisorPid(*runtime_, workspace.workspace_id);
+    absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(workspace.workspace_id, "proxy");
+    if (fresh > 0 && fresh != frozen && endpoint.ok()) {
+      answer = Status(workspace.workspace_id, endpoint->credential);
+    }
+  }
+  EXPECT_EQ(answer, 200);
+  EXPECT_NE(fresh, frozen);
+  absl::StatusOr<WorkspaceRecord> settled =
+      manager_->AwaitSettled(workspace.workspace_id, absl::Now() + absl::Seconds(30));
+  ASSERT_THAT(settled, IsOk());
+  EXPECT_EQ(settled->state, commonpb::WORKSPACE_STATE_RUNNING);
+  ::kill(frozen, SIGKILL);  // in case it outlived its sandbox
+}
+
+// The sandbox's only way out: the tool's HTTP(S)_PROXY is the supervisor's relay, which answers
+// 502 while the platform's egress proxy is not listening, and otherwise forwards each
+// connection to its Unix socket behind a preamble naming the workspace (egress_relay.h).
+TEST_F(WorkspaceManagerTest, TheOnlyWayOutIsTheRelayToTheEgressProxy) {
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  const std::string fetch =
+      "python3 -c \"import urllib.request as u\ntry: print('got', u.urlopen('http://example.test/"
+      "x', timeout=10).read().decode())\nexcept Exception as e: print('failed', e)\"; echo do\"\"ne\n";
+  EXPECT_THAT(RunInTerminal(workspace.workspace_id, fetch, "done\r\n"),
+              HasSubstr("failed HTTP Error 502"));
+  // A stand-in for the egress proxy on the socket the sandbox sees.
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::local::stream_protocol::acceptor acceptor(
+      io, asio::local::stream_protocol::endpoint(manager_->EgressSocketDir() + "/egress.sock"));
+  std::string preamble;
+  std::string request;
+  std::thread proxy([&] {
+    asio::local::stream_protocol::socket socket(io);
+    boost::system::error_code ec;
+    acceptor.accept(socket, ec);
+    if (ec) return;
+    asio::streambuf buffer;
+    asio::read_until(socket, buffer, "\r\n\r\n", ec);
+    std::string text((std::istreambuf_iterator<char>(&buffer)), std::istreambuf_iterator<char>());
+    preamble = text.substr(0, text.find("\r\n"));
+    request = text.substr(text.find("\r\n") + 2);
+    asio::write(socket, asio::buffer(std::string(
+        "HTTP/1.1 200 OK\r\nContent-Length: 17\r\nConnection: close\r\n\r\nhello-from-egress")), ec);
+  });
+  const std::string out = RunInTerminal(workspace.workspace_id, fetch, "done\r\n");
+  acceptor.close();
+  proxy.join();
+  EXPECT_THAT(out, HasSubstr("got hello-from-egress"));
+  EXPECT_THAT(request, ::testing::StartsWith("GET http://example.test/x HTTP/1.1\r\n"));
+  // The preamble names the workspace with a credential the platform can verify.
+  ASSERT_THAT(preamble, ::testing::StartsWith("TIDEPOOL-EGRESS/1 "));
+  absl::StatusOr<std::string> caller = VerifyWorkspaceCredential(
+      DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id), workspace.workspace_id,
+      preamble.substr(std::string("TIDEPOOL-EGRESS/1 ").size()), absl::Now());
+  ASSERT_THAT(caller, IsOk());
+  EXPECT_EQ(*caller, "egress");
 }
 
 TEST_F(WorkspaceManagerTest, DeleteRemovesTheSandboxAndTheVolume) {
