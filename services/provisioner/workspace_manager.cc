@@ -220,6 +220,10 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
                   "/run/tidepool/supervisor.sock", "--stamp-dir", "/etc/tidepool", "--tool-log",
                   "/home/user/.tidepool/logs/tool.log", "--env-file",
                   "/opt/tidepool/secrets/env"};
+  if (!profile.ports.empty()) {
+    spec.command.push_back("--tool-http");  // the tool's web UI: its first port
+    spec.command.push_back(absl::StrCat(profile.ports.front()));
+  }
   spec.command.push_back("--egress-relay");
   spec.command.push_back(absl::StrCat(kEgressRelayPort, ":/run/tidepool-egress/egress.sock"));
   if (!profile.schedule_store.empty()) {

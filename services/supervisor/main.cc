@@ -5,7 +5,7 @@
 // GetStatus, ListPorts, RestartTool, StopTool, UpdateStamp, ListConfigEvents, the file RPCs
 // (ListFiles, StatFile, MakeDirectory, MovePath, CopyPath, DeletePath, ExtractArchive),
 // uploads, downloads, git clone, and terminals (a PTY running the user's shell) over
-// WebSocket. Routes not built yet answer UNIMPLEMENTED (HTTP 501).
+// WebSocket; every other path goes to the tool's own web UI (--tool-http).
 //
 // Environment (read once, then removed from the environment so the tool never sees them):
 //   TIDEPOOL_WORKSPACE_ID    the workspace id
@@ -13,7 +13,10 @@
 //   TIDEPOOL_PROFILE         the profile name
 //   TIDEPOOL_DISK_QUOTA_BYTES  the volume quota the file API enforces (507 when reached)
 // Usage: tidepool-supervisor --socket PATH [--tool-log PATH] [--env-file PATH] [--health-http PORT:PATH]
-//        [--stamp-dir DIR] [--schedule-store PATH] [--egress-relay PORT:SOCKET] [-- TOOL ARGV...]
+//        [--stamp-dir DIR] [--schedule-store PATH] [--egress-relay PORT:SOCKET] [--tool-http PORT]
+//        [-- TOOL ARGV...]
+//   --tool-http: the tool's web UI port; every path outside /_tidepool/ is forwarded there
+//     (tool_proxy.h), for the proxy only.
 //   --egress-relay: listen on 127.0.0.1:PORT and relay every connection to the platform's
 //     egress proxy at the Unix socket SOCKET (egress_relay.h); the tool's HTTP(S)_PROXY.
 //   --schedule-store: the tool's jobs (ScheduleStore JSON), relative to the home directory;
@@ -69,6 +72,7 @@
 #include "services/supervisor/schedule_reader.h"
 #include "services/supervisor/terminal.h"
 #include "services/supervisor/terminal_websocket.h"
+#include "services/supervisor/tool_proxy.h"
 #include "services/supervisor/tool_runner.h"
 #include "services/supervisor/upload_manager.h"
 
@@ -98,6 +102,8 @@ struct Config {
   // timezone its jobs default to.
   std::string schedule_store;
   std::string timezone;
+  // The tool's web UI port inside the sandbox (0: none); other paths are forwarded there.
+  int tool_http_port = 0;
 };
 
 http::response<http::string_body> JsonReply(unsigned version, http::status status,
@@ -337,8 +343,7 @@ http::response<http::string_body> Handle(const Config& config, ToolRunner& tool,
     }
   }
   (void)tool;
-  return Error(version, http::status::not_implemented, "UNIMPLEMENTED",
-               "this supervisor route arrives with issue #7 (terminal, files, tool UI)");
+  return Error(version, http::status::not_found, "NOT_FOUND", "no such supervisor route");
 }
 
 // GET /_tidepool/v1/terminal?session_id=&cols=&rows= with a WebSocket upgrade: the caller
@@ -500,7 +505,7 @@ bool MaybeServeTransfer(const Config& config, FileService& files, UploadManager&
     return true;
   }
   http::request_parser<http::buffer_body> body(std::move(header));
-  body.body_limit(boost::none);  // bounded by the volume quota, not by a buffer
+  body.body_limit(kNoBodyLimit);  // bounded by the volume quota, not by a buffer
   auto read_fn = [&](char* out, size_t n) -> ssize_t {
     if (body.is_done()) return 0;
     body.get().body().data = out;
@@ -591,12 +596,41 @@ void Serve(const Config& config, ToolRunner& tool, const std::map<std::string, R
   for (;;) {
     http::request_parser<http::empty_body> header;
     header.header_limit(16 * 1024);
+    // Beast checks a Content-Length against the limit in force when the header completes;
+    // uploads and the tool's routes are unbounded here, the JSON routes are checked below.
+    header.body_limit(kNoBodyLimit);
     http::read_header(socket, buffer, header, ec);
     if (ec) return;
+    if (!absl::StartsWith(absl::string_view(header.get().target().data(), header.get().target().size()),
+                          "/_tidepool/")) {
+      // The tool's own web UI, for the proxy only.
+      std::optional<http::response<http::string_body>> refusal;
+      (void)CheckCaller(config, header.get(), {"proxy"}, &refusal, header.get().version());
+      if (!refusal.has_value() && config.tool_http_port == 0) {
+        refusal = Error(header.get().version(), http::status::not_found, "NOT_FOUND",
+                        "this workspace's tool has no web UI");
+      }
+      if (refusal.has_value()) {
+        refusal->keep_alive(false);
+        http::write(socket, *refusal, ec);
+        return;
+      }
+      ForwardToTool(config.tool_http_port, header, socket, buffer);
+      return;
+    }
     bool keep_alive = false;
     if (MaybeServeTransfer(config, files, uploads, header, socket, buffer, &keep_alive)) return;
+    constexpr uint64_t kMaxJsonBody = 64 * 1024;
+    if (header.content_length().value_or(0) > kMaxJsonBody) {
+      http::response<http::string_body> too_large =
+          Error(header.get().version(), http::status::payload_too_large, "INVALID_ARGUMENT",
+                "the request body is over 64 KiB");
+      too_large.keep_alive(false);
+      http::write(socket, too_large, ec);
+      return;
+    }
     http::request_parser<http::string_body> parser(std::move(header));
-    parser.body_limit(64 * 1024);
+    parser.body_limit(kMaxJsonBody);  // chunked bodies are counted as they arrive
     http::read(socket, buffer, parser, ec);
     if (ec) return;
     http::request<http::string_body> request = parser.release();
@@ -642,6 +676,12 @@ int Main(int argc, char** argv) {
         return 2;
       }
       egress_options.upstream_socket = value.substr(colon + 1);
+    } else if (arg == "--tool-http" && i + 1 < argc) {
+      if (!absl::SimpleAtoi(argv[++i], &config.tool_http_port) || config.tool_http_port < 1 ||
+          config.tool_http_port > 65535) {
+        std::cerr << "tidepool-supervisor: --tool-http wants a port\n";
+        return 2;
+      }
     } else if (arg == "--schedule-store" && i + 1 < argc) {
       config.schedule_store = argv[++i];
     } else if (arg == "--stamp-dir" && i + 1 < argc) {

@@ -25,6 +25,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "google/protobuf/util/json_util.h"
+#include "lib/crypto/crypto.h"
 #include "lib/workspace_credential.h"
 #include "services/provisioner/local_runtime.h"
 #include "services/provisioner/supervisor_client.h"
@@ -70,9 +71,16 @@ class WorkspaceManagerTest : public ::testing::Test {
 
   void TearDown() override {
     if (HasFailure()) {
-      for (const auto& entry : std::filesystem::directory_iterator(tmp_.Join("provisioner/runtime/logs"))) {
-        std::ifstream in(entry.path());
-        std::cerr << "--- " << entry.path() << "\n" << in.rdbuf() << "\n";
+      // The sandboxes' and the tools' logs, to see why.
+      std::error_code ec;
+      for (const std::string dir : {"provisioner/runtime/logs", "provisioner/volumes"}) {
+        for (const auto& entry : std::filesystem::directory_iterator(tmp_.Join(dir), ec)) {
+          const std::string path = entry.is_directory()
+                                       ? entry.path().string() + "/.tidepool/logs/tool.log"
+                                       : entry.path().string();
+          std::ifstream in(path);
+          if (in) std::cerr << "--- " << path << "\n" << in.rdbuf() << "\n";
+        }
       }
     }
     if (manager_ == nullptr) return;
@@ -97,8 +105,8 @@ class WorkspaceManagerTest : public ::testing::Test {
     ASSERT_THAT(manager_->Start(), IsOk());
   }
 
-  WorkspaceRecord EnsureRunning(const std::string& owner) {
-    absl::StatusOr<EnsureOutcome> outcome = manager_->Ensure(owner, "", "Europe/Berlin");
+  WorkspaceRecord EnsureRunning(const std::string& owner, const std::string& profile = "") {
+    absl::StatusOr<EnsureOutcome> outcome = manager_->Ensure(owner, profile, "Europe/Berlin");
     EXPECT_THAT(outcome, IsOk());
     if (!outcome.ok()) return {};
     absl::StatusOr<WorkspaceRecord> settled =
@@ -222,22 +230,23 @@ TEST_F(WorkspaceManagerTest, TheFileApiWorksOnTheVolumeAndNothingElse) {
   EXPECT_EQ(call("StatFile", R"({"path":"nope"})").status, 404);
   EXPECT_EQ(call("ListFiles", R"({"path":"projects","bogus":1})").status, 400);
 
-  // Upload in two chunks (the second resumes at the received size), then download it back.
+  // Upload in two chunks of over 1 MiB each (Content-Length bodies; the second resumes at the
+  // received size), then download it back.
   const std::string socket = endpoint->unix_socket_path;
   std::string data;
-  for (int i = 0; i < 300000; ++i) data.push_back(static_cast<char>('a' + i % 26));
-  const std::string base = "/_tidepool/v1/upload?upload_id=up1abcdefghijklmnop&path=projects%2Fapp%2Fdata.txt&total_size=300000";
+  for (int i = 0; i < 5000000; ++i) data.push_back(static_cast<char>('a' + i % 26));
+  const std::string base = "/_tidepool/v1/upload?upload_id=up1abcdefghijklmnop&path=projects%2Fapp%2Fdata.txt&total_size=5000000";
   absl::StatusOr<SupervisorReply> first = SendToSupervisor(
-      socket, "PUT", base + "&offset=0", endpoint->credential, data.substr(0, 100000), absl::Seconds(10));
+      socket, "PUT", base + "&offset=0", endpoint->credential, data.substr(0, 2000000), absl::Seconds(10));
   ASSERT_THAT(first, IsOk());
   EXPECT_EQ(first->status, 200) << first->body;
   absl::StatusOr<SupervisorReply> wrong = SendToSupervisor(
       socket, "PUT", base + "&offset=5", endpoint->credential, "x", absl::Seconds(10));
   ASSERT_THAT(wrong, IsOk());
   EXPECT_EQ(wrong->status, 409) << "a chunk must start at the received size";
-  EXPECT_THAT(wrong->body, HasSubstr("100000"));
+  EXPECT_THAT(wrong->body, HasSubstr("2000000"));
   absl::StatusOr<SupervisorReply> second = SendToSupervisor(
-      socket, "PUT", base + "&offset=100000", endpoint->credential, data.substr(100000), absl::Seconds(10));
+      socket, "PUT", base + "&offset=2000000", endpoint->credential, data.substr(2000000), absl::Seconds(10));
   ASSERT_THAT(second, IsOk());
   EXPECT_EQ(second->status, 200) << second->body;
   std::ifstream stored(manager_->VolumeDir(workspace.workspace_id) + "/projects/app/data.txt",
@@ -703,13 +712,8 @@ namespace {
 // into the volume, changed from a shell inside the workspace, is restored within 5 s,
 // reported to the provisioner and audited; the tool's next start sees the stamped content.
 TEST_F(WorkspaceSecretsTest, AStampedFileChangedInsideTheWorkspaceIsRestoredAndAudited) {
-  absl::StatusOr<EnsureOutcome> outcome = manager_->Ensure(kAlice, "guarded", "Europe/Berlin");
-  ASSERT_THAT(outcome, IsOk());
-  absl::StatusOr<WorkspaceRecord> settled =
-      manager_->AwaitSettled(outcome->workspace.workspace_id, absl::Now() + absl::Seconds(30));
-  ASSERT_THAT(settled, IsOk());
-  ASSERT_EQ(settled->state, commonpb::WORKSPACE_STATE_RUNNING) << settled->state_reason;
-  const std::string id = settled->workspace_id;
+  const std::string id = EnsureRunning(kAlice, "guarded").workspace_id;
+  ASSERT_FALSE(id.empty());
   const std::string copy = manager_->VolumeDir(id) + "/.config/guarded/config.json";
   auto read = [](const std::string& path) {
     std::ifstream in(path);
@@ -779,6 +783,70 @@ TEST_F(WorkspaceSecretsTest, AStampedFileChangedInsideTheWorkspaceIsRestoredAndA
     absl::SleepFor(absl::Milliseconds(20));
   }
   EXPECT_THAT(starts(), ::testing::ElementsAre(stamped, stamped));
+}
+
+}  // namespace
+}  // namespace tidepool::provisioner
+
+namespace tidepool::provisioner {
+namespace {
+
+// The tool's own web UI through the supervisor's socket, as the proxy reaches it: HTTP with
+// a streamed body and WebSocket both ways, platform headers removed, for the proxy only.
+TEST_F(WorkspaceSecretsTest, TheToolsWebUiIsReachedThroughTheSupervisorWithWebSockets) {
+  namespace asio = boost::asio;
+  namespace beast = boost::beast;
+  const std::string id = EnsureRunning(kBob, "wsecho").workspace_id;
+  ASSERT_FALSE(id.empty());
+  absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(id, "proxy");
+  ASSERT_THAT(endpoint, IsOk());
+  // The tool needs a moment to listen; the supervisor answers 502 until then.
+  absl::StatusOr<SupervisorReply> reply;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  do {
+    reply = SendToSupervisor(endpoint->unix_socket_path, "GET", "/app/page?x=1",
+                             endpoint->credential, "", absl::Seconds(5));
+    ASSERT_THAT(reply, IsOk());
+    if (reply->status == 502) absl::SleepFor(absl::Milliseconds(50));
+  } while (reply->status == 502 && absl::Now() < deadline);
+  EXPECT_EQ(reply->status, 200);
+  EXPECT_THAT(reply->body, ::testing::StartsWith("GET /app/page?x=1 len=0 "));
+  EXPECT_THAT(reply->body, HasSubstr("tidepool=none"));  // the credential never reaches it
+  // A 1 MiB body arrives whole.
+  std::string big(1 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 131) % 251);
+  reply = SendToSupervisor(endpoint->unix_socket_path, "POST", "/upload", endpoint->credential,
+                           big, absl::Seconds(10));
+  ASSERT_THAT(reply, IsOk());
+  EXPECT_EQ(reply->status, 200);
+  EXPECT_THAT(reply->body, HasSubstr(absl::StrCat("len=1048576 sha=",
+                                                  crypto::HexEncode(crypto::Sha256(big)))));
+  // Only the proxy: no credential, or another caller's, is refused before the tool sees it.
+  reply = SendToSupervisor(endpoint->unix_socket_path, "GET", "/app", "", "", absl::Seconds(5));
+  ASSERT_THAT(reply, IsOk());
+  EXPECT_EQ(reply->status, 401);
+  const std::string scaler = MintWorkspaceCredential(
+      DeriveWorkspaceKey(options_.platform_key, id), id, "scaler", absl::Now() + absl::Minutes(1));
+  reply = SendToSupervisor(endpoint->unix_socket_path, "GET", "/app", scaler, "", absl::Seconds(5));
+  ASSERT_THAT(reply, IsOk());
+  EXPECT_EQ(reply->status, 403);
+  // A WebSocket to the tool, both ways.
+  asio::io_context io;
+  beast::websocket::stream<asio::local::stream_protocol::socket> ws(io);
+  ws.next_layer().connect(asio::local::stream_protocol::endpoint(endpoint->unix_socket_path));
+  ws.set_option(beast::websocket::stream_base::decorator(
+      [&](beast::websocket::request_type& request) {
+        request.set("X-Tidepool-Credential", endpoint->credential);
+      }));
+  ws.handshake("workspace", "/socket");
+  ws.auto_fragment(false);  // the test tool echoes frame by frame
+  for (const std::string& message : {std::string("hello"), std::string(5000, 'w')}) {
+    ws.write(asio::buffer(message));
+    beast::flat_buffer buffer;
+    ws.read(buffer);
+    EXPECT_EQ(beast::buffers_to_string(buffer.data()), message);
+  }
+  ws.close(beast::websocket::close_code::normal);
 }
 
 }  // namespace
