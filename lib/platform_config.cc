@@ -73,6 +73,7 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
   schema.Int("provisioner.pids_limit", &config.provisioner.pids_limit, 16, 1 << 20);
   schema.Int("provisioner.cpu_millicores", &config.provisioner.cpu_millicores, 100, 256000);
   schema.Int("provisioner.disk_quota_mib", &config.provisioner.disk_quota_mib, 64, 1 << 30);
+  schema.Bool("provisioner.hard_disk_quota", &config.provisioner.hard_disk_quota);
   schema.Duration("audit.checkpoint_interval", &config.audit.checkpoint_interval, absl::Seconds(1),
                   absl::Seconds(60));
   schema.Int("audit.checkpoint_every_records", &config.audit.checkpoint_every_records, 1, 1000);

@@ -86,6 +86,9 @@ struct ProvisionerConfig {
   int pids_limit = 256;
   int cpu_millicores = 1000;
   int disk_quota_mib = 10240;
+  // Enforce disk_quota_mib in the file system: each volume is its own ext4 image, loop-mounted
+  // (needs root and loop devices; otherwise, or when false, only the file API enforces it).
+  bool hard_disk_quota = true;
 };
 
 // The whole of tidepool.yaml as this build understands it. Every field's initializer is its

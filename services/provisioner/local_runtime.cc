@@ -31,6 +31,7 @@
 #include "lib/text.h"
 #include "nlohmann/json.hpp"
 #include "services/provisioner/seccomp_filter.h"
+#include "services/provisioner/volume_image.h"
 
 namespace tidepool::provisioner {
 
@@ -799,6 +800,10 @@ LocalRuntime::LocalRuntime(LocalRuntimeOptions options, std::string seccomp_bpf,
 std::string LocalRuntime::RecordPath(const std::string& id) const {
   return absl::StrCat(options_.state_dir, "/", id, ".json");
 }
+std::string LocalRuntime::ImagePath(const std::string& id) const {
+  return absl::StrCat(options_.volume_images_dir, "/", id, ".img");
+}
+
 std::string LocalRuntime::RunDir(const std::string& id) const {
   return absl::StrCat(options_.state_dir, "/run/", id);
 }
@@ -960,6 +965,18 @@ absl::Status LocalRuntime::Create(const SandboxSpec& spec) {
     return existing.status();
   }
   record.spec = spec;
+  if (!options_.volume_images_dir.empty() && spec.limits.disk_bytes > 0) {
+    const uint32_t uid = options_.sandbox_host_uid >= 0 ? options_.sandbox_host_uid : ::geteuid();
+    const uint32_t gid = options_.sandbox_host_gid >= 0 ? options_.sandbox_host_gid : ::getegid();
+    absl::Status mounted = EnsureImageVolume(ImagePath(spec.workspace_id), spec.volume_dir,
+                                             spec.limits.disk_bytes, uid, gid);
+    if (absl::IsFailedPrecondition(mounted)) {
+      LogInfo("the volume predates hard quotas; it keeps the soft quota",
+              {{"workspace_id", spec.workspace_id}});
+    } else if (!mounted.ok()) {
+      return mounted;
+    }
+  }
   for (const std::string& dir : {spec.volume_dir, spec.socket_dir}) {
     TP_RETURN_IF_ERROR(EnsureDir(dir, 0700));
     if (::chmod(dir.c_str(), 0700) != 0) {
@@ -1347,6 +1364,9 @@ absl::Status LocalRuntime::Delete(const std::string& workspace_id) {
   if (cgroups_ != nullptr) {
     TP_RETURN_IF_ERROR(cgroups_->Remove(workspace_id));
   }
+  if (!options_.volume_images_dir.empty()) {
+    TP_RETURN_IF_ERROR(ReleaseImageVolume(ImagePath(workspace_id), record->spec.volume_dir));
+  }
   TP_RETURN_IF_ERROR(RemoveTree(record->spec.volume_dir));
   TP_RETURN_IF_ERROR(RemoveTree(record->spec.socket_dir));
   TP_RETURN_IF_ERROR(RemoveTree(RunDir(workspace_id)));
@@ -1402,10 +1422,15 @@ absl::StatusOr<SandboxUsage> LocalRuntime::Usage(const std::string& workspace_id
   } else {
     usage.processes = static_cast<int>(SandboxPids(record).size());
   }
-  const DiskMeasure disk =
-      MeasureDisk(record.spec.volume_dir, absl::Now() + options_.disk_walk_budget);
-  usage.disk_bytes = disk.bytes;
-  usage.disk_bytes_partial = disk.partial;
+  if (IsMountPoint(record.spec.volume_dir)) {
+    // An image volume: its own file system says exactly what counts against the quota.
+    TP_ASSIGN_OR_RETURN(usage.disk_bytes, MountedBytesUsed(record.spec.volume_dir));
+  } else {
+    const DiskMeasure disk =
+        MeasureDisk(record.spec.volume_dir, absl::Now() + options_.disk_walk_budget);
+    usage.disk_bytes = disk.bytes;
+    usage.disk_bytes_partial = disk.partial;
+  }
   return usage;
 }
 

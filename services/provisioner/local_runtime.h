@@ -51,6 +51,10 @@ struct LocalRuntimeOptions {
   absl::Duration start_timeout = absl::Seconds(10);
   // The SIGTERM grace Delete gives a running sandbox.
   absl::Duration delete_grace = absl::Seconds(2);
+  // Non-empty: hard disk quotas. Each volume is an ext4 image (<dir>/<workspace>.img) of
+  // limits.disk_bytes, loop-mounted at volume_dir by Create (volume_image.h; root and loop
+  // devices needed). A volume that already holds files without an image keeps a soft quota.
+  std::string volume_images_dir;
   // Upper bound on the volume walk in Usage; beyond it disk_bytes is partial.
   absl::Duration disk_walk_budget = absl::Seconds(2);
 };
@@ -118,6 +122,8 @@ class LocalRuntime final : public Runtime {
 
   std::string RecordPath(const std::string& id) const;
   std::string RunDir(const std::string& id) const;
+  // The image backing `id`'s volume when hard quotas are on.
+  std::string ImagePath(const std::string& id) const;
   std::string StatusFilePath(const std::string& id) const;
   std::string LogPath(const std::string& id) const;
 

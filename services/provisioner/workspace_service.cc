@@ -16,6 +16,7 @@
 #include "lib/grpc_status.h"
 #include "lib/log.h"
 #include "services/provisioner/local_runtime.h"
+#include "services/provisioner/volume_image.h"
 
 namespace tidepool::provisioner {
 namespace {
@@ -374,6 +375,15 @@ ServiceDefinition ProvisionerServiceDefinition() {
     options.limits.disk_bytes = context.config.provisioner.disk_quota_mib * (1LL << 20);
     LocalRuntimeOptions runtime_options;
     runtime_options.state_dir = dir + "/runtime";
+    if (context.config.provisioner.hard_disk_quota) {
+      if (ImageVolumesSupported()) {
+        runtime_options.volume_images_dir = dir + "/images";
+      } else {
+        LogWarning("hard disk quotas need root and loop devices; only the file API enforces "
+                   "provisioner.disk_quota_mib",
+                   {});
+      }
+    }
     absl::StatusOr<std::unique_ptr<LocalRuntime>> runtime = LocalRuntime::Open(runtime_options);
     if (!runtime.ok()) return runtime.status();
     state->runtime = *std::move(runtime);

@@ -1,9 +1,29 @@
 #include "tests/integration/platform_fixture.h"
 
+#include <sys/mount.h>
+
+#include <fstream>
+#include <vector>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 
 namespace tidepool::testing {
+
+RunningPlatform::~RunningPlatform() {
+  processes_.clear();
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::vector<std::string> mounted;
+  for (std::string line; std::getline(mountinfo, line);) {
+    std::vector<std::string> fields = absl::StrSplit(line, ' ');
+    if (fields.size() > 4 && absl::StartsWith(fields[4], data_dir_ + "/")) {
+      mounted.push_back(fields[4]);
+    }
+  }
+  for (auto it = mounted.rbegin(); it != mounted.rend(); ++it) ::umount2(it->c_str(), MNT_DETACH);
+}
 
 absl::StatusOr<std::unique_ptr<RunningPlatform>> RunningPlatform::Start(
     const std::vector<std::vector<std::string>>& commands, const std::vector<std::string>& services,

@@ -42,6 +42,10 @@ class RunningPlatform {
       const std::vector<std::string>& services, absl::Duration timeout = absl::Seconds(60),
       const std::string& config = AllPortsZeroConfig());
 
+  // Stops the processes, then detaches any volume image still mounted under the data
+  // directory (the provisioner leaves them mounted, as it leaves sandboxes running).
+  ~RunningPlatform();
+
   const std::string& data_dir() const { return data_dir_; }
   const std::string& log_dir() const { return tmp_.path(); }
   const std::string& config_path() const { return config_path_; }

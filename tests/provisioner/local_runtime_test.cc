@@ -1,4 +1,5 @@
 #include "services/provisioner/local_runtime.h"
+#include "services/provisioner/volume_image.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -647,6 +648,48 @@ exec sleep 1000
     EXPECT_GT(usage->memory_bytes, 0);
     EXPECT_GE(usage->processes, 2);  // bwrap's monitor and init, the sleep
   }
+}
+
+// Hard disk quotas: the volume is its own file system of the quota's size, so any write past
+// it fails inside the sandbox, the shell's as much as the file API's; Delete releases it.
+TEST_F(LocalRuntimeTest, AHardQuotaStopsEveryWriteAtTheQuota) {
+  if (!ImageVolumesSupported()) {
+    GTEST_SKIP() << "image volumes need root and loop devices";
+  }
+  runtime_.reset();
+  options_.volume_images_dir = tmp_.Join("images");
+  OpenRuntime();
+  SandboxSpec spec = MakeSpec(Id('q'), R"(
+head -c 20971520 /dev/zero > /home/user/first 2> /run/tidepool/first.err; echo $? > /run/tidepool/first
+head -c 20971520 /dev/zero > /home/user/second 2> /run/tidepool/second.err; echo $? > /run/tidepool/second
+echo done > /run/tidepool/done
+exec sleep 1000
+)");
+  spec.limits.disk_bytes = 32LL << 20;
+  Run(spec);
+  EXPECT_TRUE(IsMountPoint(spec.volume_dir));
+  EXPECT_EQ(ReadFileOrEmpty(spec.socket_dir + "/first"), "0\n");
+  EXPECT_NE(ReadFileOrEmpty(spec.socket_dir + "/second"), "0\n");
+  EXPECT_THAT(ReadFileOrEmpty(spec.socket_dir + "/second.err"), HasSubstr("No space left"));
+  absl::StatusOr<SandboxUsage> usage = runtime_->Usage(spec.workspace_id);
+  ASSERT_THAT(usage, IsOk());
+  EXPECT_GE(usage->disk_bytes, 20 << 20);
+  EXPECT_LE(usage->disk_bytes, 32 << 20);
+  // Stop and start keep the files; Delete unmounts and removes the image.
+  ASSERT_THAT(runtime_->Stop(spec.workspace_id, absl::Seconds(2)), IsOk());
+  ASSERT_THAT(runtime_->Create(spec), IsOk());
+  EXPECT_EQ(std::filesystem::file_size(spec.volume_dir + "/first"), 20u << 20);
+  ASSERT_THAT(runtime_->Delete(spec.workspace_id), IsOk());
+  EXPECT_FALSE(IsMountPoint(spec.volume_dir));
+  EXPECT_FALSE(std::filesystem::exists(options_.volume_images_dir + "/" + spec.workspace_id + ".img"));
+  // A volume that already holds files keeps them, and the soft quota.
+  SandboxSpec old = MakeSpec(Id('o'), "echo done > /run/tidepool/done; exec sleep 1000");
+  old.limits.disk_bytes = 32LL << 20;
+  std::filesystem::create_directories(old.volume_dir);
+  WriteFile(old.volume_dir + "/kept.txt", "mine");
+  Run(old);
+  EXPECT_FALSE(IsMountPoint(old.volume_dir));
+  EXPECT_EQ(ReadFileOrEmpty(old.volume_dir + "/kept.txt"), "mine");
 }
 
 TEST_F(LocalRuntimeTest, CreateAgainUpdatesLimitsOfARunningSandbox) {
