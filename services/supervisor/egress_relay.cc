@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "lib/log.h"
+#include "lib/net/byte_pump.h"
 
 namespace tidepool::supervisor {
 namespace {
@@ -150,16 +151,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     state_.connections.erase(this);  // the caller still holds a reference
   }
 
+  // For net::PumpBytes.
+  bool Pumping() const { return phase_ == Phase::kRelaying; }
+  bool BothEof() const { return out_.eof && in_.eof; }
+  void Touch() { last_activity_ = SteadyClock::now(); }
+
  private:
   enum class Phase { kConnecting, kRelaying, kReadingHead, kResponding, kLingering, kClosed };
 
-  // One relayed direction.
-  struct Direction {
-    std::vector<char> buffer;
-    bool eof = false;
-    int64_t bytes = 0;
-    std::atomic<int64_t>* total = nullptr;
-  };
 
   void OnConnected(ErrorCode ec) {
     if (phase_ != Phase::kConnecting) {
@@ -225,48 +224,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     out_.total = &state_.bytes_out;
     in_.buffer.resize(kRelayBufferBytes);
     in_.total = &state_.bytes_in;
-    Pump(client_, upstream_, out_);
-    Pump(upstream_, client_, in_);
-  }
-
-  // Reads from `from` into dir.buffer, writes it all to `to`, repeats. EOF shuts down the write
-  // side of `to`; the connection closes when both directions saw EOF, or at any error.
-  template <typename From, typename To>
-  void Pump(From& from, To& to, Direction& dir) {
-    from.async_read_some(asio::buffer(dir.buffer), [self = shared_from_this(), &from, &to, &dir](
-                                                       ErrorCode ec, size_t n) {
-      if (self->phase_ != Phase::kRelaying) {
-        return;
-      }
-      if (ec) {
-        if (ec != asio::error::eof) {
-          self->Close();
-          return;
-        }
-        ErrorCode ignored;
-        to.shutdown(asio::socket_base::shutdown_send, ignored);
-        dir.eof = true;
-        if (self->out_.eof && self->in_.eof) {
-          self->Close();
-        }
-        return;
-      }
-      self->last_activity_ = SteadyClock::now();
-      asio::async_write(to, asio::buffer(dir.buffer.data(), n),
-                        [self, &from, &to, &dir](ErrorCode ec, size_t written) {
-                          if (self->phase_ != Phase::kRelaying) {
-                            return;
-                          }
-                          if (ec) {
-                            self->Close();
-                            return;
-                          }
-                          dir.bytes += static_cast<int64_t>(written);
-                          *dir.total += static_cast<int64_t>(written);
-                          self->last_activity_ = SteadyClock::now();
-                          self->Pump(from, to, dir);
-                        });
-    });
+    net::PumpBytes(shared_from_this(), client_, upstream_, out_);
+    net::PumpBytes(shared_from_this(), upstream_, client_, in_);
   }
 
   // Closes the connection once nothing moved for idle_timeout.
@@ -401,8 +360,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool connect_timed_out_ = false;
   std::string preamble_;
   SteadyClock::time_point last_activity_;
-  Direction out_;  // client -> upstream
-  Direction in_;   // upstream -> client
+  net::PumpDirection out_;  // client -> upstream
+  net::PumpDirection in_;   // upstream -> client
   std::string head_;
   std::vector<char> chunk_;
 };

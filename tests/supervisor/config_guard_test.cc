@@ -385,7 +385,8 @@ TEST_F(ConfigGuardTest, TheToolNeverStartsOnATamperedConfiguration) {
   ASSERT_THAT(guard->Reload(1), IsOk());
   ToolRunnerOptions options;
   options.argv = {"/bin/sh", "-c",
-                  absl::StrCat("cat ", copy(), " > ", home(), "/seen.$$; exec sleep 100")};
+                  absl::StrCat("cat ", copy(), " > ", home(), "/.seen-tmp.$$ && mv ", home(),
+                               "/.seen-tmp.$$ ", home(), "/seen.$$; exec sleep 100")};
   options.env = {{"PATH", "/usr/bin:/bin"}};
   options.stop_grace = absl::Seconds(1);
   options.before_start = [&guard] { return guard->Check("pre_start"); };
