@@ -43,7 +43,7 @@ absl::StatusOr<SupervisorReply> SendToSupervisor(const std::string& socket_path,
   request.prepare_payload();
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
-  parser.body_limit(64 << 20);
+  parser.body_limit(256 << 20);  // the provisioner's calls are small; tests download 100 MB
   boost::system::error_code ec = asio::error::timed_out;
   bool connected = false;
   socket.async_connect(local::endpoint(socket_path), [&](boost::system::error_code connect_ec) {

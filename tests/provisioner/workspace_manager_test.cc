@@ -272,6 +272,41 @@ TEST_F(WorkspaceManagerTest, TheFileApiWorksOnTheVolumeAndNothingElse) {
   EXPECT_EQ(missing->status, 404);
 }
 
+// Issue #7's acceptance through the real socket: upload (one Content-Length chunk) and download
+// give back every byte at 0 B, 1 B and 100 MB.
+TEST_F(WorkspaceManagerTest, UploadAndDownloadAreByteForByteAtZeroOneAndHundredMegabytes) {
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(workspace.workspace_id, "proxy");
+  ASSERT_THAT(endpoint, IsOk());
+  for (const size_t size : {size_t{0}, size_t{1}, size_t{100} << 20}) {
+    SCOPED_TRACE(size);
+    std::string data(size, '\0');
+    uint32_t x = 2463534242u;
+    for (char& c : data) {
+      x ^= x << 13;
+      x ^= x >> 17;
+      x ^= x << 5;
+      c = static_cast<char>(x);
+    }
+    const std::string name = absl::StrCat("blob-", size);
+    absl::StatusOr<SupervisorReply> put = SendToSupervisor(
+        endpoint->unix_socket_path, "PUT",
+        absl::StrCat("/_tidepool/v1/upload?upload_id=", "up", size, "abcdefghijklmnopqrstu",
+                     "&path=", name, "&offset=0&total_size=", size),
+        endpoint->credential, data, absl::Seconds(60));
+    ASSERT_THAT(put, IsOk());
+    EXPECT_EQ(put->status, 200) << put->body;
+    EXPECT_THAT(put->body, HasSubstr("\"complete\":true"));
+    absl::StatusOr<SupervisorReply> got = SendToSupervisor(
+        endpoint->unix_socket_path, "GET", "/_tidepool/v1/download?path=" + name,
+        endpoint->credential, "", absl::Seconds(60));
+    ASSERT_THAT(got, IsOk());
+    EXPECT_EQ(got->status, 200);
+    EXPECT_EQ(got->body.size(), size);
+    EXPECT_TRUE(got->body == data) << "the downloaded bytes differ";
+  }
+}
+
 TEST_F(WorkspaceManagerTest, GitCloneUsesTheRealGitInsideTheSandboxAndStreamsProgress) {
   WorkspaceRecord workspace = EnsureRunning(kAlice);
   absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(workspace.workspace_id, "proxy");
