@@ -74,6 +74,17 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
   schema.Int("provisioner.cpu_millicores", &config.provisioner.cpu_millicores, 100, 256000);
   schema.Int("provisioner.disk_quota_mib", &config.provisioner.disk_quota_mib, 64, 1 << 30);
   schema.Bool("provisioner.hard_disk_quota", &config.provisioner.hard_disk_quota);
+  schema.StringList("proxy.egress_allowlist", &config.proxy.egress_allowlist,
+                    [](const std::string& v) -> std::string {
+                      const size_t colon = v.rfind(':');
+                      int port = 0;
+                      if (colon == std::string::npos || colon == 0 ||
+                          !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 1 ||
+                          port > 65535) {
+                        return "must be host:port, e.g. api.openai.com:443";
+                      }
+                      return "";
+                    });
   schema.Duration("audit.checkpoint_interval", &config.audit.checkpoint_interval, absl::Seconds(1),
                   absl::Seconds(60));
   schema.Int("audit.checkpoint_every_records", &config.audit.checkpoint_every_records, 1, 1000);

@@ -91,6 +91,13 @@ struct ProvisionerConfig {
   bool hard_disk_quota = true;
 };
 
+struct ProxyConfig {
+  // Where workspaces may connect out through the egress proxy: "host:port" entries (exact
+  // names or IP literals, IPv6 in brackets). Loopback and private addresses are refused
+  // whatever the list says.
+  std::vector<std::string> egress_allowlist;
+};
+
 // The whole of tidepool.yaml as this build understands it. Every field's initializer is its
 // default; LoadPlatformConfig() validates overrides. Later issues add per-service sections.
 struct PlatformConfig {
@@ -115,6 +122,7 @@ struct PlatformConfig {
   AuditConfig audit;
   AuthConfig auth;
   ProvisionerConfig provisioner;
+  ProxyConfig proxy;
   SecretsConfig secrets;
 
   // Where people reach the platform in a browser (links printed or mailed point here).

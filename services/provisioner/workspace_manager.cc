@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -321,6 +322,28 @@ void WorkspaceManager::RestartUnresponsive(const std::string& workspace_id) {
              {{"workspace_id", workspace_id},
               {"error", std::string(restarted.status().message())}});
   }
+}
+
+absl::StatusOr<WorkspaceManager::EgressOwner> WorkspaceManager::ResolveEgressCredential(
+    const std::string& credential) {
+  const absl::Status invalid = absl::UnauthenticatedError("the egress credential is not valid");
+  // tpc1.<workspace>.<caller>.<expiry>.<mac>: the workspace names the key to check it with.
+  std::vector<std::string> parts = absl::StrSplit(credential, '.');
+  int64_t expiry = 0;
+  if (parts.size() != 5 || parts[2] != "egress" || !absl::SimpleAtoi(parts[3], &expiry) ||
+      !IsValidWorkspaceId(parts[1])) {
+    return invalid;
+  }
+  absl::StatusOr<std::string> caller = VerifyWorkspaceCredential(
+      DeriveWorkspaceKey(options_.platform_key, parts[1]), parts[1], credential, clock_.Now());
+  if (!caller.ok() || *caller != "egress") return invalid;
+  absl::StatusOr<WorkspaceRecord> record = store_.Get(parts[1]);
+  if (!record.ok() || record->state == commonpb::WORKSPACE_STATE_DELETED) {
+    return absl::NotFoundError("no such workspace");
+  }
+  return EgressOwner{.workspace_id = parts[1],
+                     .owner_user_id = record->owner_user_id,
+                     .expire_time = absl::FromUnixSeconds(expiry)};
 }
 
 void WorkspaceManager::PollConfigGuards() {

@@ -96,6 +96,14 @@ class WorkspaceManager {
                                                                  bool suspended,
                                                                  const std::string& reason);
   absl::StatusOr<Endpoint> GetEndpoint(const std::string& workspace_id, const std::string& caller);
+  // The workspace and owner an egress relay's credential names (see ResolveEgressCredential
+  // in workspace_service.proto for the errors), and when it expires.
+  struct EgressOwner {
+    std::string workspace_id;
+    std::string owner_user_id;
+    absl::Time expire_time = absl::InfinitePast();
+  };
+  absl::StatusOr<EgressOwner> ResolveEgressCredential(const std::string& credential);
   absl::StatusOr<SandboxUsage> Usage(const std::string& workspace_id);
 
   // Blocks until the workspace's observed state equals its desired state (or FAILED), or

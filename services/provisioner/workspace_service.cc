@@ -312,6 +312,21 @@ grpc::Status WorkspaceServiceImpl::SetOwnerSuspended(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+grpc::Status WorkspaceServiceImpl::ResolveEgressCredential(
+    grpc::ServerContext*, const v1::ResolveEgressCredentialRequest* request,
+    v1::ResolveEgressCredentialResponse* response) {
+  if (request->credential().empty() || request->credential().size() > 256) {
+    return Invalid("credential must be 1 to 256 bytes");
+  }
+  absl::StatusOr<WorkspaceManager::EgressOwner> owner =
+      manager_.ResolveEgressCredential(request->credential());
+  if (!owner.ok()) return ToGrpcStatus(owner.status());
+  response->set_workspace_id(owner->workspace_id);
+  response->set_owner_user_id(owner->owner_user_id);
+  *response->mutable_expire_time() = Stamp(owner->expire_time);
+  return grpc::Status::OK;
+}
+
 // The provisioner and what it owns while it runs.
 struct ProvisionerState {
   std::unique_ptr<SqliteDb> db;

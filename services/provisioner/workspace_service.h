@@ -42,6 +42,9 @@ class WorkspaceServiceImpl final : public v1::WorkspaceService::Service {
   grpc::Status WatchWorkspaces(grpc::ServerContext* context,
                                const v1::WatchWorkspacesRequest* request,
                                grpc::ServerWriter<v1::WatchWorkspacesResponse>* writer) override;
+  grpc::Status ResolveEgressCredential(grpc::ServerContext* context,
+                                       const v1::ResolveEgressCredentialRequest* request,
+                                       v1::ResolveEgressCredentialResponse* response) override;
   grpc::Status SetOwnerSuspended(grpc::ServerContext* context,
                                  const v1::SetOwnerSuspendedRequest* request,
                                  v1::SetOwnerSuspendedResponse* response) override;

@@ -33,6 +33,7 @@
 #include "tests/testing/recording_audit.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/terminal_client.h"
 
 namespace tidepool::provisioner {
 namespace {
@@ -120,33 +121,13 @@ class WorkspaceManagerTest : public ::testing::Test {
   // the terminal's output once it contains `until` (or after 10 s).
   std::string RunInTerminal(const std::string& workspace_id, const std::string& command,
                             const std::string& until) {
-    namespace asio = boost::asio;
-    namespace beast = boost::beast;
     absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(workspace_id, "proxy");
     EXPECT_THAT(endpoint, IsOk());
     if (!endpoint.ok()) return "";
-    asio::io_context io;
-    beast::websocket::stream<asio::local::stream_protocol::socket> ws(io);
-    ws.next_layer().connect(asio::local::stream_protocol::endpoint(endpoint->unix_socket_path));
-    ws.set_option(beast::websocket::stream_base::decorator(
-        [&](beast::websocket::request_type& request) {
-          request.set("X-Tidepool-Credential", endpoint->credential);
-        }));
     // A new session each time: re-attaching would replay the last one's output.
-    ws.handshake("workspace", absl::StrCat("/_tidepool/v1/terminal?session_id=t",
-                                           ++terminal_sessions_, "&cols=80&rows=24"));
-    ws.binary(true);
-    ws.write(asio::buffer(command));
-    std::string seen;
-    beast::flat_buffer buffer;
-    const absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (absl::Now() < deadline && seen.find(until) == std::string::npos) {
-      ws.read(buffer);
-      seen += beast::buffers_to_string(buffer.data());
-      buffer.consume(buffer.size());
-    }
-    ws.close(beast::websocket::close_code::normal);
-    return seen;
+    return tidepool::testing::RunInTerminal(endpoint->unix_socket_path, endpoint->credential,
+                                            absl::StrCat("t", ++terminal_sessions_), command,
+                                            until);
   }
 
   int Status(const std::string& id, const std::string& credential) {
