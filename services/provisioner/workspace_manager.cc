@@ -297,23 +297,29 @@ absl::Status WorkspaceManager::Stamp(const WorkspaceRecord& workspace, const Too
 void WorkspaceManager::RestartUnresponsive(const std::string& workspace_id) {
   absl::StatusOr<WorkspaceRecord> record = store_.Get(workspace_id);
   absl::StatusOr<SandboxStatus> sandbox = runtime_.Status(workspace_id);
-  // Only a workspace meant to run whose sandbox still runs: not one going to sleep or away.
+  // Only a workspace meant to run: not one going to sleep or away.
   if (!record.ok() || record->state != commonpb::WORKSPACE_STATE_RUNNING ||
-      record->desired_state != commonpb::WORKSPACE_STATE_RUNNING || !sandbox.ok() ||
-      sandbox->phase != SandboxPhase::kRunning) {
+      record->desired_state != commonpb::WORKSPACE_STATE_RUNNING || !sandbox.ok()) {
     return;
   }
-  LogWarning("the workspace's supervisor stopped answering; restarting the workspace",
-             {{"workspace_id", workspace_id}});
+  // Its supervisor is frozen or hung, or gone with the whole sandbox (killed from inside).
+  const bool exited = sandbox->phase != SandboxPhase::kRunning;
+  LogWarning(exited ? "the workspace's sandbox exited; starting it again"
+                    : "the workspace's supervisor stopped answering; restarting the workspace",
+             {{"workspace_id", workspace_id},
+              {"exit_code", exited ? sandbox->last_exit_code.value_or(-1) : 0}});
   if (audit_ != nullptr) {
     commonpb::AuditEvent event;
-    event.set_action("workspace.supervisor_unresponsive");
+    event.set_action(exited ? "workspace.sandbox_exited" : "workspace.supervisor_unresponsive");
     event.set_outcome(commonpb::OUTCOME_FAILURE);
     event.mutable_actor()->set_kind(commonpb::ACTOR_KIND_SERVICE);
     event.mutable_actor()->set_id("provisioner");
     event.set_subject_user_id(record->owner_user_id);
-    event.set_reason_code("heartbeat_missed");
+    event.set_reason_code(exited ? "sandbox_exited" : "heartbeat_missed");
     (*event.mutable_attributes())["workspace_id"] = workspace_id;
+    if (exited && sandbox->last_exit_code.has_value()) {
+      (*event.mutable_attributes())["exit_code"] = absl::StrCat(*sandbox->last_exit_code);
+    }
     audit_->Emit(std::move(event));
   }
   if (absl::StatusOr<WorkspaceRecord> restarted = Restart(workspace_id, absl::InfinitePast());

@@ -120,10 +120,11 @@ class WorkspaceManager {
   // OnSecretsChanged for the owner of every running workspace.
   void RestampAllSecrets();
   // Pulls new config-guard events from every running supervisor and audits each one
-  // (config.tamper_detected). The pull is also the supervisor's heartbeat: a running sandbox
-  // whose supervisor misses kMaxGuardMisses pulls in a row (stopped, hung, or killed by the
-  // tool) is audited (workspace.supervisor_unresponsive) and restarted, so the tool cannot
-  // run on with its guard frozen. Runs every guard_poll_interval; public for tests.
+  // (config.tamper_detected). The pull is also the supervisor's heartbeat: a RUNNING
+  // workspace whose supervisor misses kMaxGuardMisses pulls in a row is audited and restarted:
+  // workspace.supervisor_unresponsive when it is stopped or hung (the tool cannot run on with
+  // its guard frozen), workspace.sandbox_exited when the sandbox is gone (its supervisor was
+  // killed from inside). Runs every guard_poll_interval; public for tests.
   void PollConfigGuards();
   static constexpr int kMaxGuardMisses = 5;
 

@@ -436,26 +436,47 @@ pid_t SupervisorPid(Runtime& runtime, const std::string& workspace_id) {
   return 0;
 }
 
-// SECURITY-TESTS.md #80: a supervisor that stops answering (here SIGSTOPped, as the tool
-// could do to freeze its guard) is noticed by the provisioner's heartbeat, audited, and the
-// workspace is restarted with a fresh supervisor.
-TEST_F(WorkspaceManagerTest, AFrozenSupervisorIsNoticedAuditedAndTheWorkspaceRestarted) {
+// SECURITY-TESTS.md #80: a supervisor that stops answering (SIGSTOPped, as the tool could do
+// to freeze its guard) or is killed (taking its sandbox with it) is noticed by the
+// provisioner's heartbeat, audited, and the workspace is restarted with a fresh supervisor.
+class SupervisorHeartbeatTest : public WorkspaceManagerTest,
+                                public ::testing::WithParamInterface<int> {};
+
+TEST_P(SupervisorHeartbeatTest, IsNoticedAuditedAndTheWorkspaceRestarted) {
+  const int signal = GetParam();
   manager_->Stop();
   options_.guard_poll_interval = absl::Milliseconds(100);
   StartManager();
   WorkspaceRecord workspace = EnsureRunning(kAlice);
   const pid_t frozen = SupervisorPid(*runtime_, workspace.workspace_id);
   ASSERT_GT(frozen, 0);
-  ASSERT_EQ(::kill(frozen, SIGSTOP), 0);
+  if (signal == 0) {
+    // The whole sandbox goes: SIGKILL to its pid namespace's init (the supervisor's parent).
+    std::ifstream in("/proc/" + std::to_string(frozen) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+    std::string state;
+    pid_t init = 0;
+    rest >> state >> init;
+    ASSERT_GT(init, 1);
+    ASSERT_EQ(::kill(init, SIGKILL), 0);
+  } else {
+    ASSERT_EQ(::kill(frozen, signal), 0);
+  }
   auto unresponsive = [&] {
+    // Killed, the supervisor may leave the sandbox running a moment (its tool orphaned) or
+    // take it down: either way it is noticed.
     for (const commonpb::AuditEvent& event : audit_.Events()) {
-      if (event.action() == "workspace.supervisor_unresponsive") return true;
+      if ((signal != 0 && event.action() == "workspace.supervisor_unresponsive") ||
+          (signal != SIGSTOP && event.action() == "workspace.sandbox_exited")) {
+        return true;
+      }
     }
     return false;
   };
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   while (!unresponsive() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
-  ASSERT_TRUE(unresponsive());
+  ASSERT_TRUE(unresponsive()) << ::testing::PrintToString(audit_.Actions());
   // The restart follows the audit event: a new supervisor answers.
   pid_t fresh = 0;
   int answer = -1;
@@ -475,6 +496,10 @@ TEST_F(WorkspaceManagerTest, AFrozenSupervisorIsNoticedAuditedAndTheWorkspaceRes
   EXPECT_EQ(settled->state, commonpb::WORKSPACE_STATE_RUNNING);
   ::kill(frozen, SIGKILL);  // in case it outlived its sandbox
 }
+
+// SIGSTOP or SIGKILL to the supervisor; 0: the whole sandbox killed.
+INSTANTIATE_TEST_SUITE_P(StoppedOrKilled, SupervisorHeartbeatTest,
+                         ::testing::Values(SIGSTOP, SIGKILL, 0));
 
 // The sandbox's only way out: the tool's HTTP(S)_PROXY is the supervisor's relay, which answers
 // 502 while the platform's egress proxy is not listening, and otherwise forwards each
