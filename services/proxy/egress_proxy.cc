@@ -57,6 +57,7 @@
 #include "absl/strings/string_view.h"
 #include "lib/log.h"
 #include "lib/net/byte_pump.h"
+#include "lib/net/connection_timer.h"
 
 namespace tidepool::proxy {
 namespace {
@@ -91,8 +92,7 @@ constexpr std::uint64_t kNoBodyLimit = std::numeric_limits<std::uint64_t>::max()
 constexpr absl::Duration kRequestHeadTimeout = absl::Seconds(10);
 // How long an error answer may take to write, and then to drain the client before closing.
 constexpr absl::Duration kLingerTimeout = absl::Seconds(2);
-// Timeouts longer than this never fire (and cannot overflow the steady clock).
-constexpr absl::Duration kNeverTimeout = absl::Hours(24 * 365 * 10);
+using net::TimerInterval;
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 constexpr int kWorkerThreads = 4;  // for verify and resolve, which may block
 constexpr int kMaxIoThreads = 64;
@@ -452,12 +452,6 @@ struct WorkspaceState {
 
 class Connection;
 
-std::optional<SteadyClock::duration> TimerInterval(absl::Duration d) {
-  if (d >= kNeverTimeout) {
-    return std::nullopt;
-  }
-  return std::chrono::duration_cast<SteadyClock::duration>(absl::ToChronoNanoseconds(d));
-}
 
 struct ProxyState {
   ProxyState(EgressProxyOptions o, std::vector<CompiledRule> compiled)
@@ -552,7 +546,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     state_.connections.erase(this);
   }
 
-  // For net::PumpBytes.
+  // For net::ConnectionTimer and net::PumpBytes.
+  bool Closed() const { return phase_ == Phase::kClosed; }
   bool Pumping() const { return phase_ == Phase::kTunnel; }
   bool BothEof() const { return out_.eof && in_.eof; }
   void Touch() { last_activity_ = SteadyClock::now(); }
@@ -1424,39 +1419,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   template <typename F>
   void ArmTimer(absl::Duration after, F on_expiry) {
-    std::optional<SteadyClock::duration> interval = TimerInterval(after);
-    if (!interval.has_value()) {
-      DisarmTimer();
-      return;
-    }
-    ArmTimerAt(SteadyClock::now() + *interval, std::move(on_expiry));
+    timer_.Arm(shared_from_this(), after, std::move(on_expiry));
   }
 
   template <typename F>
   void ArmTimerAt(SteadyClock::time_point deadline, F on_expiry) {
-    const uint64_t generation = ++timer_generation_;
-    timer_.expires_at(deadline);
-    timer_.async_wait([self = shared_from_this(), generation,
-                       on_expiry = std::move(on_expiry)](ErrorCode ec) mutable {
-      // A wait that had already completed when the timer was re-armed carries no error, so
-      // the generation tells a stale expiry apart.
-      if (ec || generation != self->timer_generation_ || self->phase_ == Phase::kClosed) {
-        return;
-      }
-      on_expiry();
-    });
+    timer_.ArmAt(shared_from_this(), deadline, std::move(on_expiry));
   }
 
-  void DisarmTimer() {
-    ++timer_generation_;
-    timer_.cancel();
-  }
+  void DisarmTimer() { timer_.Disarm(); }
+
 
   ProxyState& state_;
   ClientSocket client_;
   UpstreamSocket upstream_;
-  Timer timer_;
-  uint64_t timer_generation_ = 0;
+  net::ConnectionTimer<Timer> timer_;
   Phase phase_ = Phase::kPreamble;
   beast::flat_buffer buffer_;           // client bytes: preamble, head, then body
   beast::flat_buffer upstream_buffer_;  // upstream bytes while parsing the response

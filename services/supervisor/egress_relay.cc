@@ -29,6 +29,7 @@
 #include "absl/strings/string_view.h"
 #include "lib/log.h"
 #include "lib/net/byte_pump.h"
+#include "lib/net/connection_timer.h"
 
 namespace tidepool::supervisor {
 namespace {
@@ -45,8 +46,7 @@ constexpr size_t kHeadChunkBytes = 4 * 1024;
 constexpr absl::Duration kRequestHeadTimeout = absl::Seconds(10);
 // How long a 502 answer may take to write, and then to drain the client before closing.
 constexpr absl::Duration kLingerTimeout = absl::Seconds(2);
-// Timeouts longer than this never fire (and cannot overflow the steady clock).
-constexpr absl::Duration kNeverTimeout = absl::Hours(24 * 365 * 10);
+using net::TimerInterval;
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 // sizeof(sockaddr_un::sun_path) less the terminating NUL.
 constexpr size_t kMaxSocketPathBytes = 107;
@@ -79,13 +79,6 @@ bool IsUsableToken(absl::string_view token) {
   return true;
 }
 
-// The timer interval for `d`; nullopt when it never fires.
-std::optional<SteadyClock::duration> TimerInterval(absl::Duration d) {
-  if (d >= kNeverTimeout) {
-    return std::nullopt;
-  }
-  return std::chrono::duration_cast<SteadyClock::duration>(absl::ToChronoNanoseconds(d));
-}
 
 class Connection;
 
@@ -151,7 +144,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     state_.connections.erase(this);  // the caller still holds a reference
   }
 
-  // For net::PumpBytes.
+  // For net::ConnectionTimer and net::PumpBytes.
+  bool Closed() const { return phase_ == Phase::kClosed; }
   bool Pumping() const { return phase_ == Phase::kRelaying; }
   bool BothEof() const { return out_.eof && in_.eof; }
   void Touch() { last_activity_ = SteadyClock::now(); }
@@ -323,39 +317,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   template <typename F>
   void ArmTimer(absl::Duration after, F on_expiry) {
-    std::optional<SteadyClock::duration> interval = TimerInterval(after);
-    if (!interval.has_value()) {
-      DisarmTimer();
-      return;
-    }
-    ArmTimerAt(SteadyClock::now() + *interval, std::move(on_expiry));
+    timer_.Arm(shared_from_this(), after, std::move(on_expiry));
   }
 
   template <typename F>
   void ArmTimerAt(SteadyClock::time_point deadline, F on_expiry) {
-    const uint64_t generation = ++timer_generation_;
-    timer_.expires_at(deadline);
-    timer_.async_wait([self = shared_from_this(), generation,
-                       on_expiry = std::move(on_expiry)](ErrorCode ec) mutable {
-      // A wait that had already completed when the timer was re-armed carries no error, so
-      // the generation tells a stale expiry apart.
-      if (ec || generation != self->timer_generation_ || self->phase_ == Phase::kClosed) {
-        return;
-      }
-      on_expiry();
-    });
+    timer_.ArmAt(shared_from_this(), deadline, std::move(on_expiry));
   }
 
-  void DisarmTimer() {
-    ++timer_generation_;
-    timer_.cancel();
-  }
+  void DisarmTimer() { timer_.Disarm(); }
+
 
   RelayState& state_;
   Tcp::socket client_;
   Local::socket upstream_;
-  asio::steady_timer timer_;
-  uint64_t timer_generation_ = 0;
+  net::ConnectionTimer<asio::steady_timer> timer_;
   Phase phase_ = Phase::kConnecting;
   bool connect_timed_out_ = false;
   std::string preamble_;
