@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "lib/clock.h"
 #include "services/provisioner/local_runtime.h"
+#include "services/provisioner/volume_image.h"
 #include "services/provisioner/workspace_manager.h"
 
 namespace tidepool::provisioner {
@@ -42,6 +43,9 @@ int Main() {
       LoadProfiles(std::string(TIDEPOOL_SOURCE_DIR) + "/profiles");
   LocalRuntimeOptions runtime_options;
   runtime_options.state_dir = root + "/runtime";
+  // As the platform runs by default: each volume its own ext4 image of the quota's size.
+  const bool hard_quota = ImageVolumesSupported();
+  if (hard_quota) runtime_options.volume_images_dir = root + "/images";
   absl::StatusOr<std::unique_ptr<LocalRuntime>> runtime = LocalRuntime::Open(runtime_options);
   if (!store.ok() || !profiles.ok() || !runtime.ok()) {
     std::fprintf(stderr, "setup failed\n");
@@ -53,6 +57,7 @@ int Main() {
   options.profiles = *profiles;
   options.platform_key = std::string(32, 'b');
   options.stop_grace = absl::Seconds(2);
+  options.limits.disk_bytes = 10240LL << 20;  // the default quota
   WorkspaceManager manager(options, **store, **runtime, clock, nullptr);
   if (!manager.Start().ok()) return 1;
 
@@ -121,7 +126,8 @@ int Main() {
     }
     wake_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
   }
-  std::printf("Workspace start-up, shell profile, %d workspaces, this machine:\n", kWorkspaces);
+  std::printf("Workspace start-up, shell profile, %d workspaces, this machine (hard disk quota: %s):\n",
+              kWorkspaces, hard_quota ? "a 10 GiB ext4 image per volume" : "off, not root");
   Print("sandbox floor (bwrap /bin/true)", floor_ms);
   Print("ensure -> supervisor ready", ensure_ms);
   Print("wake from SLEEPING -> ready", wake_ms);
