@@ -355,6 +355,16 @@ absl::StatusOr<WorkspaceManager::EgressOwner> WorkspaceManager::ResolveEgressCre
 void WorkspaceManager::PollConfigGuards() {
   absl::StatusOr<std::vector<WorkspaceRecord>> live = store_.ListLive();
   if (!live.ok()) return;
+  {
+    // Forget workspaces that no longer run: a later start is a new supervisor anyway.
+    std::set<std::string> running;
+    for (const WorkspaceRecord& workspace : *live) {
+      if (workspace.state == commonpb::WORKSPACE_STATE_RUNNING) running.insert(workspace.workspace_id);
+    }
+    absl::MutexLock lock(&guard_mu_);
+    std::erase_if(guard_seen_, [&](const auto& entry) { return !running.count(entry.first); });
+    std::erase_if(guard_misses_, [&](const auto& entry) { return !running.count(entry.first); });
+  }
   for (const WorkspaceRecord& workspace : *live) {
     if (workspace.state != commonpb::WORKSPACE_STATE_RUNNING) continue;
     uint64_t after = 0;
