@@ -58,15 +58,6 @@ bool MoveAside(int dir, const std::string& name) {
   return ::renameat(dir, name.c_str(), dir, aside.c_str()) == 0;
 }
 
-const char* DifferenceName(int difference) {
-  switch (difference) {
-    case 1: return "content";
-    case 2: return "mode";
-    case 3: return "type";
-    case 4: return "missing";
-    default: return "none";
-  }
-}
 
 }  // namespace
 
@@ -205,6 +196,17 @@ absl::StatusOr<ConfigGuard::ReloadResult> ConfigGuard::Reload(
   return result;
 }
 
+const char* ConfigGuard::DifferenceName(Difference difference) {
+  switch (difference) {
+    case Difference::kContent: return "content";
+    case Difference::kMode: return "mode";
+    case Difference::kType: return "type";
+    case Difference::kMissing: return "missing";
+    case Difference::kNone: break;
+  }
+  return "none";
+}
+
 ConfigGuard::Observed ConfigGuard::Inspect(const File& file) const {
   Observed observed;
   const std::vector<std::string> parts = Components(file.entry.install_to());
@@ -328,7 +330,7 @@ bool ConfigGuard::CheckFile(File& file, const std::string& detected_by, absl::Ti
   event.set_install_to(file.entry.install_to());
   event.set_expected_digest(file.entry.hmac_sha256());
   event.set_observed_digest(observed.digest);
-  event.set_difference(DifferenceName(static_cast<int>(observed.difference)));
+  event.set_difference(DifferenceName(observed.difference));
   *event.mutable_detect_time() = ToProto(now);
   event.set_detected_by(detected_by);
   file.status.set_last_mismatch_digest(observed.digest);

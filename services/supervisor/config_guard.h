@@ -98,6 +98,8 @@ class ConfigGuard {
     v1::StampedFileStatus status;
   };
   enum class Difference { kNone, kContent, kMode, kType, kMissing };
+  // ConfigTamperEvent.difference for it.
+  static const char* DifferenceName(Difference difference);
   struct Observed {
     Difference difference = Difference::kNone;
     std::string digest;  // of what was found, when it was a regular file
