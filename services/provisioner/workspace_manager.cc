@@ -376,12 +376,9 @@ void WorkspaceManager::PollConfigGuards() {
         after = it->second.second;
       }
     }
-    const std::string key = DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id);
-    const std::string credential = MintWorkspaceCredential(
-        key, workspace.workspace_id, "provisioner", clock_.Now() + absl::Minutes(1));
-    absl::StatusOr<SupervisorReply> reply = PostToSupervisor(
-        SocketPath(workspace.workspace_id), "/_tidepool/v1/ListConfigEvents", credential,
-        absl::StrCat("{\"afterSequence\":\"", after, "\"}"), absl::Seconds(1));
+    absl::StatusOr<SupervisorReply> reply =
+        CallSupervisor(workspace.workspace_id, "ListConfigEvents",
+                       absl::StrCat("{\"afterSequence\":\"", after, "\"}"), absl::Seconds(1));
     supervisorpb::ListConfigEventsResponse events;
     if (!reply.ok() || reply->status != 200 ||
         !google::protobuf::util::JsonStringToMessage(reply->body, &events).ok()) {
@@ -528,13 +525,9 @@ absl::Status WorkspaceManager::OnSecretsChanged(const std::string& owner_user_id
   }
   TP_ASSIGN_OR_RETURN(bool restart, StampSecrets(*workspace));
   if (!restart) return absl::OkStatus();
-  const std::string key = DeriveWorkspaceKey(options_.platform_key, workspace->workspace_id);
-  const std::string credential = MintWorkspaceCredential(key, workspace->workspace_id,
-                                                         "provisioner", clock_.Now() + absl::Minutes(1));
   TP_ASSIGN_OR_RETURN(SupervisorReply reply,
-                      PostToSupervisor(SocketPath(workspace->workspace_id), "/_tidepool/v1/RestartTool",
-                                       credential, "{\"reason\":\"keys_changed\"}",
-                                       absl::Seconds(15)));
+                      CallSupervisor(workspace->workspace_id, "RestartTool",
+                                     "{\"reason\":\"keys_changed\"}", absl::Seconds(15)));
   if (reply.status != 200) {
     return absl::UnavailableError(absl::StrCat("the supervisor did not restart the tool (HTTP ",
                                                reply.status, ")"));
@@ -543,12 +536,20 @@ absl::Status WorkspaceManager::OnSecretsChanged(const std::string& owner_user_id
   return absl::OkStatus();
 }
 
+absl::StatusOr<SupervisorReply> WorkspaceManager::CallSupervisor(const std::string& workspace_id,
+                                                                 const std::string& method,
+                                                                 const std::string& body,
+                                                                 absl::Duration timeout) {
+  const std::string credential =
+      MintWorkspaceCredential(DeriveWorkspaceKey(options_.platform_key, workspace_id),
+                              workspace_id, "provisioner", clock_.Now() + absl::Minutes(1));
+  return PostToSupervisor(SocketPath(workspace_id), absl::StrCat("/_tidepool/v1/", method),
+                          credential, body, timeout);
+}
+
 bool WorkspaceManager::SupervisorReady(const std::string& workspace_id) {
-  const std::string key = DeriveWorkspaceKey(options_.platform_key, workspace_id);
-  const std::string credential = MintWorkspaceCredential(key, workspace_id, "provisioner",
-                                                         clock_.Now() + absl::Minutes(1));
-  absl::StatusOr<SupervisorReply> reply = PostToSupervisor(
-      SocketPath(workspace_id), "/_tidepool/v1/GetStatus", credential, "{}", absl::Seconds(2));
+  absl::StatusOr<SupervisorReply> reply =
+      CallSupervisor(workspace_id, "GetStatus", "{}", absl::Seconds(2));
   return reply.ok() && reply->status == 200;
 }
 

@@ -17,6 +17,7 @@
 #include "lib/clock.h"
 #include "services/provisioner/profile.h"
 #include "services/provisioner/runtime.h"
+#include "services/provisioner/supervisor_client.h"
 #include "services/provisioner/secrets_source.h"
 #include "services/provisioner/workspace_store.h"
 
@@ -147,6 +148,10 @@ class WorkspaceManager {
   std::string SecretsDir(const std::string& workspace_id) const;
   SandboxSpec SpecFor(const WorkspaceRecord& workspace, const ToolProfile& profile) const;
   bool SupervisorReady(const std::string& workspace_id);
+  // POST /_tidepool/v1/<method> to the workspace's supervisor, as the provisioner.
+  absl::StatusOr<SupervisorReply> CallSupervisor(const std::string& workspace_id,
+                                                 const std::string& method, const std::string& body,
+                                                 absl::Duration timeout);
   // PollConfigGuards' response to a supervisor that stopped answering.
   void RestartUnresponsive(const std::string& workspace_id);
   void Observe(const std::string& workspace_id, WorkspaceState state, const std::string& reason);
