@@ -26,6 +26,7 @@
 //   --env-file: KEY=VALUE lines merged into the tool's environment at every (re)start.
 //   --health-http PORT:PATH: the tool is healthy while GET http://127.0.0.1:PORT PATH answers
 //     2xx or 3xx (otherwise: while its process runs).
+#include <algorithm>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -104,6 +105,8 @@ struct Config {
   std::string timezone;
   // The tool's web UI port inside the sandbox (0: none); other paths are forwarded there.
   int tool_http_port = 0;
+  // The egress relay's loopback port (0: none); never a preview.
+  int egress_relay_port = 0;
 };
 
 http::response<http::string_body> JsonReply(unsigned version, http::status status,
@@ -588,6 +591,30 @@ bool MaybeServeGitClone(const Config& config, FileService& files,
   return true;
 }
 
+// The header with which the proxy asks for a preview of a port inside the sandbox.
+constexpr char kPreviewPortHeader[] = "X-Tidepool-Preview-Port";
+
+// The port a preview request names if it may be previewed, else 0: a decimal port from 1024
+// up, listening now, not the tool's own (its gateway and UI are reached only through the
+// tool route, with identity) and not the supervisor's egress relay.
+int PreviewPort(const Config& config, ToolRunner& tool, boost::beast::string_view value) {
+  int port = 0;
+  if (value.empty() || value.size() > 5 ||
+      !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      !absl::SimpleAtoi(absl::string_view(value.data(), value.size()), &port) || port < 1024 ||
+      port > 65535 || port == config.tool_http_port || port == config.egress_relay_port) {
+    return 0;
+  }
+  std::set<int> tool_pids;
+  if (const int pid = tool.Status().pid(); pid > 0) tool_pids.insert(pid);
+  absl::StatusOr<v1::ListPortsResponse> ports = ListListeningPorts(tool_pids, {});
+  if (!ports.ok()) return 0;
+  for (const v1::ListeningPort& listening : ports->ports()) {
+    if (listening.port() == port) return listening.tool() ? 0 : port;
+  }
+  return 0;
+}
+
 void Serve(const Config& config, ToolRunner& tool, const std::map<std::string, Route>& routes,
            TerminalManager& terminals, FileService& files, UploadManager& uploads,
            local::socket socket) {
@@ -601,6 +628,27 @@ void Serve(const Config& config, ToolRunner& tool, const std::map<std::string, R
     header.body_limit(kNoBodyLimit);
     http::read_header(socket, buffer, header, ec);
     if (ec) return;
+    if (header.get().find(kPreviewPortHeader) != header.get().end()) {
+      // A preview: whatever the path (an app may well serve /_tidepool/...), it goes to the
+      // named port, for the proxy only.
+      std::optional<http::response<http::string_body>> refusal;
+      (void)CheckCaller(config, header.get(), {"proxy"}, &refusal, header.get().version());
+      int port = 0;
+      if (!refusal.has_value()) {
+        port = PreviewPort(config, tool, header.get()[kPreviewPortHeader]);
+        if (port == 0) {
+          refusal = Error(header.get().version(), http::status::not_found, "NOT_FOUND",
+                          "nothing previewable is listening on that port");
+        }
+      }
+      if (refusal.has_value()) {
+        refusal->keep_alive(false);
+        http::write(socket, *refusal, ec);
+        return;
+      }
+      ForwardToTool(port, header, socket, buffer);
+      return;
+    }
     if (!absl::StartsWith(absl::string_view(header.get().target().data(), header.get().target().size()),
                           "/_tidepool/")) {
       // The tool's own web UI, for the proxy only.
@@ -676,6 +724,7 @@ int Main(int argc, char** argv) {
         return 2;
       }
       egress_options.upstream_socket = value.substr(colon + 1);
+      config.egress_relay_port = egress_options.listen_port;
     } else if (arg == "--tool-http" && i + 1 < argc) {
       if (!absl::SimpleAtoi(argv[++i], &config.tool_http_port) || config.tool_http_port < 1 ||
           config.tool_http_port > 65535) {

@@ -11,11 +11,11 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 
+#include "lib/net/http_relay.h"
+
 namespace tidepool::supervisor {
 
-// "No limit" for Beast's body_limit. Not boost::none: Boost 1.74 compares a Content-Length
-// with an empty optional limit as "over the limit" and refuses every such body.
-inline constexpr std::uint64_t kNoBodyLimit = std::numeric_limits<std::uint64_t>::max();
+using net::kNoBodyLimit;
 
 // Forwards one request, whose header `header` has already been read from `client` (any bytes
 // read past it are in `client_buffer`), to the tool on 127.0.0.1:`port`, and its answer back.
