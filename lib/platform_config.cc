@@ -85,6 +85,24 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
                       }
                       return "";
                     });
+  schema.String("proxy.http_address", &config.proxy.http_address,
+                [](const std::string& v) { return v.empty() ? "must not be empty" : ""; });
+  schema.Int("proxy.http_port", &config.proxy.http_port, 0, 65535);
+  schema.Bool("proxy.dev_mode", &config.proxy.dev_mode);
+  schema.String("proxy.preview_domain", &config.proxy.preview_domain, [](const std::string& v) {
+    for (const char c : v) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') {
+        return "must be a bare domain name such as preview.example.net (no scheme, port or path)";
+      }
+    }
+    return "";
+  });
+  schema.String("proxy.web_root", &config.proxy.web_root, CheckPath);
+  schema.Int("proxy.max_websockets_per_user", &config.proxy.max_websockets_per_user, 1, 100000);
+  schema.Duration("proxy.websocket_idle_timeout", &config.proxy.websocket_idle_timeout,
+                  absl::Seconds(10), absl::Hours(24));
+  schema.Duration("proxy.activity_flush_interval", &config.proxy.activity_flush_interval,
+                  absl::Seconds(1), absl::Minutes(5));
   schema.Duration("audit.checkpoint_interval", &config.audit.checkpoint_interval, absl::Seconds(1),
                   absl::Seconds(60));
   schema.Int("audit.checkpoint_every_records", &config.audit.checkpoint_every_records, 1, 1000);

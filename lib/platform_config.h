@@ -96,6 +96,25 @@ struct ProxyConfig {
   // names or IP literals, IPv6 in brackets). Loopback and private addresses are refused
   // whatever the list says.
   std::vector<std::string> egress_allowlist;
+  // The browser edge's listening address and port (0: any free port; the bound one is written
+  // to <data_dir>/run/edge.json).
+  std::string http_address = "127.0.0.1";
+  int http_port = 8080;
+  // Plain-HTTP development mode on loopback: cookies without Secure and without the __Host-
+  // prefix. Only takes effect when public_url is http:// on a loopback host; a plain-HTTP
+  // public_url elsewhere is refused.
+  bool dev_mode = true;
+  // Previews are served at <port>-<workspace>.<preview_domain>, a domain separate from the
+  // platform's. Empty: no previews.
+  std::string preview_domain = "preview.localhost";
+  // The web UI's built files; empty: <source>/web/dist when it exists, else a built-in page.
+  std::string web_root;
+  // Per-person cap on open WebSockets (tool UI, terminals, preview hot reload).
+  int max_websockets_per_user = 64;
+  // A WebSocket without traffic for this long is closed.
+  absl::Duration websocket_idle_timeout = absl::Minutes(5);
+  // How often workspace activity is sent to the scaler, batched.
+  absl::Duration activity_flush_interval = absl::Seconds(10);
 };
 
 // The whole of tidepool.yaml as this build understands it. Every field's initializer is its

@@ -222,6 +222,15 @@ int RunServices(const std::string& program, const ServerFlags& flags,
                                 {"grpc_port", runner->grpc_port()},
                                 {"metrics_port", runner->metrics_port()}});
   }
+  // The proxy's browser edge, when this process hosts it, says where it listens.
+  if (absl::StatusOr<std::string> edge = ReadFileToString(RunFilePath(data_dir, "edge"));
+      edge.ok()) {
+    const nlohmann::json parsed = nlohmann::json::parse(*edge, nullptr, false);
+    if (parsed.is_object() && parsed.contains("http")) {
+      std::cout << "  browser:  " << config->public_url << " (edge on "
+                << parsed["http"].get<std::string>() << ")\n";
+    }
+  }
   std::cout << "  check it: tidepoolctl status --data-dir " << data_dir << "\n"
             << "  stop it:  Ctrl-C or SIGTERM\n";
   std::cout.flush();

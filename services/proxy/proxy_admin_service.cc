@@ -1,5 +1,8 @@
 #include "services/proxy/proxy_admin_service.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -10,7 +13,13 @@
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/time_util.h"
 #include "lib/log.h"
+#include "lib/crypto/crypto.h"
+#include "lib/file_util.h"
 #include "lib/platform_client.h"
+#include "services/auth/session_token.h"
+#include "services/proxy/activity_reporter.h"
+#include "services/proxy/api_gateway.h"
+#include "services/proxy/session_authority.h"
 #include "tidepool/provisioner/v1/workspace_service.grpc.pb.h"
 
 namespace tidepool::proxy {
@@ -19,12 +28,50 @@ namespace {
 namespace commonpb = ::tidepool::common::v1;
 namespace provisionerpb = ::tidepool::provisioner::v1;
 
+// Channels to the other platform services, resolved lazily (their run files appear only once
+// the whole platform is up, and a service started on port 0 may move when it restarts): a
+// target is looked up again after two seconds, and the channel is reused while it stays.
+class PlatformChannels {
+ public:
+  PlatformChannels(TlsIdentity self, std::string data_dir, const PlatformConfig& config)
+      : self_(std::move(self)), data_dir_(std::move(data_dir)), config_(config) {}
+
+  std::shared_ptr<grpc::Channel> Get(absl::string_view service) {
+    const std::string name(service);
+    const absl::Time now = absl::Now();
+    absl::MutexLock lock(&mu_);
+    Entry& entry = entries_[name];
+    if (entry.channel != nullptr && now - entry.resolved < absl::Seconds(2)) return entry.channel;
+    if (config_.services.count(name) == 0) return nullptr;
+    absl::StatusOr<std::string> target =
+        ResolveServiceTarget(data_dir_, name, config_.Service(name));
+    if (!target.ok()) return entry.channel;  // keep the last one, if any
+    if (entry.channel == nullptr || *target != entry.target) {
+      entry.channel = DialPlatformService(self_, *target);
+      entry.target = *target;
+    }
+    entry.resolved = now;
+    return entry.channel;
+  }
+
+ private:
+  struct Entry {
+    std::string target;
+    std::shared_ptr<grpc::Channel> channel;
+    absl::Time resolved = absl::InfinitePast();
+  };
+  const TlsIdentity self_;
+  const std::string data_dir_;
+  const PlatformConfig config_;
+  absl::Mutex mu_;
+  std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+};
+
 // Resolves egress credentials through the provisioner, remembering each answer until the
 // credential expires (a relay mints one per connection, each valid 10 minutes).
 class EgressCredentialResolver {
  public:
-  EgressCredentialResolver(TlsIdentity self, std::string data_dir, ServiceEndpointConfig target)
-      : self_(std::move(self)), data_dir_(std::move(data_dir)), target_(std::move(target)) {}
+  explicit EgressCredentialResolver(PlatformChannels* channels) : channels_(channels) {}
 
   absl::StatusOr<EgressIdentity> Resolve(const std::string& token) {
     const absl::Time now = absl::Now();
@@ -34,9 +81,9 @@ class EgressCredentialResolver {
         return it->second.first;
       }
     }
-    absl::StatusOr<std::string> target = ResolveServiceTarget(data_dir_, "provisioner", target_);
-    if (!target.ok()) return absl::UnavailableError("the provisioner cannot be found");
-    auto stub = provisionerpb::WorkspaceService::NewStub(DialPlatformService(self_, *target));
+    std::shared_ptr<grpc::Channel> channel = channels_->Get("provisioner");
+    if (channel == nullptr) return absl::UnavailableError("the provisioner cannot be found");
+    auto stub = provisionerpb::WorkspaceService::NewStub(channel);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
     provisionerpb::ResolveEgressCredentialRequest request;
@@ -65,17 +112,63 @@ class EgressCredentialResolver {
 
  private:
   static constexpr size_t kMaxCached = 10000;
-  const TlsIdentity self_;
-  const std::string data_dir_;
-  const ServiceEndpointConfig target_;
+  PlatformChannels* const channels_;
   absl::Mutex mu_;
   std::map<std::string, std::pair<EgressIdentity, absl::Time>> cache_ ABSL_GUARDED_BY(mu_);
 };
 
+// Everything one proxy replica runs, torn down in reverse order.
 struct ProxyState {
+  std::unique_ptr<PlatformChannels> channels;
   std::unique_ptr<EgressCredentialResolver> resolver;
   std::unique_ptr<EgressProxy> egress;
+  std::unique_ptr<SessionAuthority> sessions;
+  std::unique_ptr<ApiGateway> api;
+  std::unique_ptr<ActivityReporter> activity;
+  std::unique_ptr<EdgeServer> edge;
+  std::string edge_run_file;
+
+  void Stop() {
+    if (edge != nullptr) edge->Stop();
+    if (!edge_run_file.empty()) {
+      std::error_code ec;
+      std::filesystem::remove(edge_run_file, ec);
+    }
+    if (activity != nullptr) activity->Stop();
+    if (sessions != nullptr) sessions->Stop();
+    if (egress != nullptr) egress->Stop();
+  }
 };
+
+// The page token of a listing: the decimal offset of the next item.
+absl::StatusOr<size_t> PageOffset(const commonpb::PageRequest& page, size_t* size) {
+  if (page.page_size() < 0) return absl::InvalidArgumentError("page_size must not be negative");
+  *size = page.page_size() == 0 ? 50 : std::min(page.page_size(), 1000);
+  size_t offset = 0;
+  if (!page.page_token().empty() && !absl::SimpleAtoi(page.page_token(), &offset)) {
+    return absl::InvalidArgumentError("page_token is malformed");
+  }
+  return offset;
+}
+
+grpc::Status Invalid(const absl::Status& status) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(status.message()));
+}
+
+// The preview signing key, <data_dir>/proxy/preview.key: 32 random bytes made on the first
+// start, readable by the platform only, shared by replicas that share the data directory.
+absl::StatusOr<std::string> LoadOrCreatePreviewKey(const std::string& data_dir) {
+  const std::string dir = data_dir + "/proxy";
+  const std::string path = dir + "/preview.key";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  absl::StatusOr<std::string> existing = ReadFileToString(path);
+  if (existing.ok() && existing->size() == 32) return existing;
+  absl::StatusOr<std::string> key = crypto::RandomBytes(32);
+  if (!key.ok()) return key.status();
+  if (absl::Status written = WriteFileAtomically(path, *key, 0600); !written.ok()) return written;
+  return key;
+}
 
 }  // namespace
 
@@ -124,6 +217,110 @@ grpc::Status ProxyAdminServiceImpl::GetEgressPolicy(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+grpc::Status ProxyAdminServiceImpl::ListConnections(grpc::ServerContext*,
+                                                    const v1::ListConnectionsRequest* request,
+                                                    v1::ListConnectionsResponse* response) {
+  if (edge_ == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the browser edge is not running");
+  }
+  size_t size = 0;
+  absl::StatusOr<size_t> offset = PageOffset(request->page(), &size);
+  if (!offset.ok()) return Invalid(offset.status());
+  std::vector<ConnectionRegistry::Snapshot> matching;
+  for (ConnectionRegistry::Snapshot& c : edge_->connections().List()) {
+    if ((!request->user_id().empty() && c.user_id != request->user_id()) ||
+        (!request->workspace_id().empty() && c.workspace_id != request->workspace_id()) ||
+        (request->kind() != v1::CONNECTION_KIND_UNSPECIFIED &&
+         static_cast<int>(c.kind) != static_cast<int>(request->kind()))) {
+      continue;
+    }
+    matching.push_back(std::move(c));
+  }
+  auto stamp = [](absl::Time t) {
+    return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+  };
+  for (size_t i = *offset; i < matching.size() && i < *offset + size; ++i) {
+    const ConnectionRegistry::Snapshot& c = matching[i];
+    v1::Connection* out = response->add_connections();
+    out->set_connection_id(absl::StrCat("c", c.id));
+    out->set_kind(static_cast<v1::ConnectionKind>(c.kind));
+    out->set_user_id(c.user_id);
+    out->set_session_id(c.session_id);
+    out->set_workspace_id(c.workspace_id);
+    out->set_source_address(c.source_address);
+    *out->mutable_open_time() = stamp(c.open_time);
+    *out->mutable_last_activity_time() = stamp(c.last_activity);
+    out->set_bytes_received(c.bytes_received);
+    out->set_bytes_sent(c.bytes_sent);
+  }
+  if (*offset + size < matching.size()) {
+    response->mutable_page()->set_next_page_token(absl::StrCat(*offset + size));
+  }
+  response->mutable_page()->set_total_size(static_cast<int64_t>(matching.size()));
+  response->set_proxy_instance(instance_);
+  return grpc::Status::OK;
+}
+
+grpc::Status ProxyAdminServiceImpl::CloseConnections(grpc::ServerContext*,
+                                                     const v1::CloseConnectionsRequest* request,
+                                                     v1::CloseConnectionsResponse* response) {
+  if (request->reason().size() > 64) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "reason is over 64 bytes");
+  }
+  const std::string reason = request->reason().empty() ? "admin" : request->reason();
+  if (edge_ == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the browser edge is not running");
+  }
+  int closed = 0;
+  switch (request->selector_case()) {
+    case v1::CloseConnectionsRequest::kUserId:
+      if (!auth::IsValidUserId(request->user_id())) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "user_id is malformed");
+      }
+      closed = edge_->connections().CloseUser(request->user_id(), absl::InfiniteFuture(), reason);
+      break;
+    case v1::CloseConnectionsRequest::kSessionId:
+      if (!auth::IsValidSessionId(request->session_id())) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "session_id is malformed");
+      }
+      closed = edge_->connections().CloseSession(request->session_id(), reason);
+      break;
+    default:
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "set user_id or session_id");
+  }
+  LogInfo("closed browser connections", {{"count", closed}, {"reason", reason}});
+  response->set_closed_count(closed);
+  response->set_proxy_instance(instance_);
+  return grpc::Status::OK;
+}
+
+grpc::Status ProxyAdminServiceImpl::ListRoutes(grpc::ServerContext*,
+                                               const v1::ListRoutesRequest* request,
+                                               v1::ListRoutesResponse* response) {
+  if (edge_ == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the browser edge is not running");
+  }
+  size_t size = 0;
+  absl::StatusOr<size_t> offset = PageOffset(request->page(), &size);
+  if (!offset.ok()) return Invalid(offset.status());
+  const std::vector<RouteInfo> routes = edge_->Routes();
+  for (size_t i = *offset; i < routes.size() && i < *offset + size; ++i) {
+    v1::Route* out = response->add_routes();
+    out->set_kind(static_cast<v1::RouteKind>(routes[i].kind));
+    out->set_host(routes[i].host);
+    out->set_path_prefix(routes[i].path_prefix);
+    out->set_upstream(routes[i].upstream);
+    out->set_requires_session(routes[i].requires_session);
+    out->set_websocket(routes[i].websocket);
+  }
+  if (*offset + size < routes.size()) {
+    response->mutable_page()->set_next_page_token(absl::StrCat(*offset + size));
+  }
+  response->mutable_page()->set_total_size(static_cast<int64_t>(routes.size()));
+  response->set_proxy_instance(instance_);
+  return grpc::Status::OK;
+}
+
 ServiceDefinition ProxyServiceDefinition() {
   ServiceDefinition definition;
   definition.name = "proxy";
@@ -131,14 +328,17 @@ ServiceDefinition ProxyServiceDefinition() {
       [](const ServiceContext& context) -> absl::StatusOr<std::vector<HostedService>> {
     auto state = std::make_shared<ProxyState>();
     if (context.identity != nullptr) {
+      const PlatformConfig& config = context.config;
+      state->channels =
+          std::make_unique<PlatformChannels>(*context.identity, context.data_dir, config);
+      PlatformChannels* channels = state->channels.get();
       absl::StatusOr<std::vector<EgressRule>> rules =
-          EgressRulesFromConfig(context.config.proxy.egress_allowlist);
+          EgressRulesFromConfig(config.proxy.egress_allowlist);
       if (!rules.ok()) return rules.status();
       const std::string dir = context.data_dir + "/egress";
       std::error_code ec;
       std::filesystem::create_directories(dir, ec);
-      state->resolver = std::make_unique<EgressCredentialResolver>(
-          *context.identity, context.data_dir, context.config.Service("provisioner"));
+      state->resolver = std::make_unique<EgressCredentialResolver>(channels);
       EgressProxyOptions options;
       options.socket_path = dir + "/egress.sock";
       options.rules = *std::move(rules);
@@ -161,16 +361,77 @@ ServiceDefinition ProxyServiceDefinition() {
       absl::StatusOr<std::unique_ptr<EgressProxy>> egress = EgressProxy::Start(std::move(options));
       if (!egress.ok()) return egress.status();
       state->egress = *std::move(egress);
+
+      // The browser edge.
+      state->sessions = std::make_unique<SessionAuthority>(
+          [channels] { return channels->Get("auth"); }, context.clock);
+      state->api = std::make_unique<ApiGateway>(
+          [channels](absl::string_view service) { return channels->Get(service); });
+      state->activity = std::make_unique<ActivityReporter>(
+          [channels] { return channels->Get("scaler"); }, context.clock,
+          config.proxy.activity_flush_interval);
+      absl::StatusOr<std::string> preview_key = LoadOrCreatePreviewKey(context.data_dir);
+      if (!preview_key.ok()) return preview_key.status();
+      EdgeOptions edge_options;
+      edge_options.listen_address = config.proxy.http_address;
+      edge_options.port = config.proxy.http_port;
+      edge_options.public_url = config.public_url;
+      edge_options.dev_mode = config.proxy.dev_mode;
+      edge_options.preview_domain = config.proxy.preview_domain;
+      edge_options.web_root = config.proxy.web_root;
+      if (edge_options.web_root.empty()) {
+        const std::string built = std::string(TIDEPOOL_SOURCE_DIR) + "/web/dist";
+        if (std::filesystem::is_regular_file(built + "/index.html", ec)) edge_options.web_root = built;
+      }
+      edge_options.preview_key = *preview_key;
+      edge_options.max_websockets_per_user = config.proxy.max_websockets_per_user;
+      edge_options.websocket_idle = config.proxy.websocket_idle_timeout;
+      EdgeBackends backends;
+      backends.channel_for = [channels](absl::string_view service) {
+        return channels->Get(service);
+      };
+      backends.sessions = state->sessions.get();
+      backends.api = state->api.get();
+      backends.on_activity = [activity = state->activity.get()](
+                                 const std::string& workspace_id, const std::string& user_id,
+                                 int source, int64_t bytes) {
+        activity->Record(workspace_id, user_id, source, bytes);
+      };
+      backends.metrics = &context.metrics;
+      absl::StatusOr<std::unique_ptr<EdgeServer>> edge =
+          EdgeServer::Start(std::move(edge_options), std::move(backends), context.clock);
+      if (!edge.ok()) {
+        return absl::Status(edge.status().code(),
+                            absl::StrCat("browser edge: ", edge.status().message()));
+      }
+      state->edge = *std::move(edge);
+      state->sessions->SetRevocationListener(
+          [edge = state->edge.get()](const auth::v1::Revocation& revocation) {
+            edge->OnRevocation(revocation);
+          });
+      state->sessions->Start();
+      state->activity->Start();
+      const std::string edge_address =
+          HostPort(config.proxy.http_address, state->edge->port());
+      state->edge_run_file = RunFilePath(context.data_dir, "edge");
+      if (absl::Status written = WriteFileAtomically(
+              state->edge_run_file,
+              absl::StrCat("{\"service\":\"edge\",\"http\":\"", edge_address, "\",\"pid\":",
+                           ::getpid(), "}\n"),
+              0644);
+          !written.ok()) {
+        return written;
+      }
+      LogInfo("browser edge listening", {{"address", edge_address}});
     }
     std::vector<HostedService> hosted;
+    EdgeServer* edge = state->edge.get();
     hosted.push_back(HostedService{
         .full_name = "tidepool.proxy.v1.ProxyAdminService",
-        .pending_note = "the browser edge arrives with issue #8",
-        .service = std::make_unique<ProxyAdminServiceImpl>(state->egress.get()),
-        .on_stopped =
-            [state] {
-              if (state->egress != nullptr) state->egress->Stop();
-            },
+        .pending_note = "",
+        .service = std::make_unique<ProxyAdminServiceImpl>(
+            state->egress.get(), edge, absl::StrCat("proxy-", ::getpid())),
+        .on_stopped = [state] { state->Stop(); },
         .state = state});
     return hosted;
   };

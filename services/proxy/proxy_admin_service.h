@@ -1,28 +1,41 @@
 #pragma once
 
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "lib/service_main.h"
+#include "services/proxy/edge_server.h"
 #include "services/proxy/egress_proxy.h"
 #include "tidepool/proxy/v1/proxy_admin_service.grpc.pb.h"
 
 namespace tidepool::proxy {
 
-// The gRPC adapter for tidepool.proxy.v1.ProxyAdminService. GetEgressPolicy is built (the
-// egress proxy's rules and per-workspace counters); the other methods fall through to the
-// generated base class, and the server runner turns their UNIMPLEMENTED reply into one that
-// says what is missing (the browser edge arrives with issue #8).
+// The gRPC adapter for tidepool.proxy.v1.ProxyAdminService: this replica's browser
+// connections and routes (from the edge) and its egress policy and counters (from the egress
+// proxy). Either may be null (not running here), which the RPCs answer with UNAVAILABLE.
 class ProxyAdminServiceImpl final : public v1::ProxyAdminService::Service {
  public:
-  explicit ProxyAdminServiceImpl(const EgressProxy* egress) : egress_(egress) {}
+  ProxyAdminServiceImpl(const EgressProxy* egress, EdgeServer* edge, std::string instance)
+      : egress_(egress), edge_(edge), instance_(std::move(instance)) {}
 
+  grpc::Status ListConnections(grpc::ServerContext* context,
+                               const v1::ListConnectionsRequest* request,
+                               v1::ListConnectionsResponse* response) override;
+  grpc::Status CloseConnections(grpc::ServerContext* context,
+                                const v1::CloseConnectionsRequest* request,
+                                v1::CloseConnectionsResponse* response) override;
+  grpc::Status ListRoutes(grpc::ServerContext* context, const v1::ListRoutesRequest* request,
+                          v1::ListRoutesResponse* response) override;
   grpc::Status GetEgressPolicy(grpc::ServerContext* context,
                                const v1::GetEgressPolicyRequest* request,
                                v1::GetEgressPolicyResponse* response) override;
 
  private:
   const EgressProxy* egress_;
+  EdgeServer* edge_;
+  const std::string instance_;
 };
 
 // Parses proxy.egress_allowlist entries ("host:port") into rules of origin "config".

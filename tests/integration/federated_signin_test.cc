@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/integration/idp_fixture.h"
 #include "tests/integration/platform_fixture.h"
 #include "tests/testing/status_matchers.h"
 #include "tidepool/auth/v1/auth_service.grpc.pb.h"
@@ -32,6 +33,12 @@ namespace {
 using ::nlohmann::json;
 using ::testing::HasSubstr;
 using ::tidepool::testing::BinaryPath;
+using ::tidepool::testing::BrowserResult;
+using ::tidepool::testing::Collect;
+using ::tidepool::testing::FollowUntil;
+using ::tidepool::testing::NodeServer;
+using ::tidepool::testing::QueryOf;
+using ::tidepool::testing::WriteTestFile;
 using ::tidepool::testing::IsOk;
 using ::tidepool::testing::RunningPlatform;
 using ::tidepool::testing::ScopedTempDir;
@@ -42,116 +49,6 @@ namespace provisionerpb = ::tidepool::provisioner::v1;
 constexpr char kPublicUrl[] = "https://tidepool.test";
 constexpr char kTenantA[] = "11111111-1111-1111-1111-111111111111";
 constexpr char kTenantB[] = "22222222-2222-2222-2222-222222222222";
-
-std::string IdpDir() { return std::string(TIDEPOOL_SOURCE_DIR) + "/tests/idp"; }
-
-bool WriteFile(const std::string& path, const std::string& text, mode_t mode = 0600) {
-  std::ofstream out(path);
-  out << text;
-  out.close();
-  return out.good() && ::chmod(path.c_str(), mode) == 0;
-}
-
-// A node server from tests/idp, started with a JSON config; its first stdout line says where
-// it listens.
-class NodeServer {
- public:
-  static std::unique_ptr<NodeServer> Start(const std::string& script, const json& config,
-                                           const std::string& dir) {
-    auto server = std::unique_ptr<NodeServer>(new NodeServer());
-    const std::string config_path = absl::StrCat(dir, "/", script, ".", config.value("name", "x"),
-                                                 ".json");
-    EXPECT_TRUE(WriteFile(config_path, config.dump()));
-    absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(
-        {"/usr/bin/env", "node", IdpDir() + "/" + script, "--config", config_path}, dir);
-    EXPECT_THAT(process, IsOk());
-    if (!process.ok()) return nullptr;
-    server->process_ = *std::move(process);
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    while (absl::Now() < deadline) {
-      const std::string out = server->process_->Stdout();
-      if (size_t nl = out.find('\n'); nl != std::string::npos) {
-        server->info_ = json::parse(out.substr(0, nl), nullptr, false);
-        return server;
-      }
-      if (server->process_->Wait(absl::Milliseconds(50)).ok()) break;
-    }
-    ADD_FAILURE() << script << " did not start (did scripts/setup run npm ci in tests/idp?): "
-                  << server->process_->Stderr();
-    return nullptr;
-  }
-
-  const json& info() const { return info_; }
-  std::string base() const { return absl::StrCat("http://127.0.0.1:", info_["port"].get<int>()); }
-  ~NodeServer() {
-    if (process_) {
-      process_->Signal(SIGTERM);
-      (void)process_->Wait(absl::Seconds(5));
-    }
-  }
-
- private:
-  NodeServer() = default;
-  std::unique_ptr<Subprocess> process_;
-  json info_;
-};
-
-size_t Collect(char* data, size_t size, size_t count, void* out) {
-  static_cast<std::string*>(out)->append(data, size * count);
-  return size * count;
-}
-
-// A tiny browser: keeps cookies, follows redirects by hand until one points at `stop_prefix`.
-struct BrowserResult {
-  std::string final_url;  // the Location that starts with stop_prefix, or ""
-  std::string trace;
-};
-
-BrowserResult FollowUntil(const std::string& start_url, const std::string& stop_prefix) {
-  BrowserResult result;
-  CURL* curl = curl_easy_init();
-  curl_easy_setopt(curl, CURLOPT_COOKIEFILE, "");  // in-memory cookie engine
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 15L);
-  std::string url = start_url;
-  for (int hop = 0; hop < 10; ++hop) {
-    std::string body;
-    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &Collect);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-    const CURLcode code = curl_easy_perform(curl);
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    char* location = nullptr;
-    curl_easy_getinfo(curl, CURLINFO_REDIRECT_URL, &location);
-    absl::StrAppend(&result.trace, status, " ", url.substr(0, 80), "\n");
-    if (code != CURLE_OK || location == nullptr) {
-      absl::StrAppend(&result.trace, "stopped: ", curl_easy_strerror(code), " ", body.substr(0, 200));
-      break;
-    }
-    url = location;
-    if (absl::StartsWith(url, stop_prefix)) {
-      result.final_url = url;
-      break;
-    }
-  }
-  curl_easy_cleanup(curl);
-  return result;
-}
-
-std::map<std::string, std::string> QueryOf(const std::string& url) {
-  std::map<std::string, std::string> params;
-  const size_t q = url.find('?');
-  if (q == std::string::npos) return params;
-  for (absl::string_view pair : absl::StrSplit(url.substr(q + 1), '&', absl::SkipEmpty())) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
-    int length = 0;
-    char* value = curl_easy_unescape(nullptr, kv.second.c_str(), static_cast<int>(kv.second.size()),
-                                     &length);
-    params[kv.first] = std::string(value, static_cast<size_t>(length));
-    curl_free(value);
-  }
-  return params;
-}
 
 int HttpPostJson(const std::string& url, const json& body) {
   CURL* curl = curl_easy_init();
@@ -234,7 +131,7 @@ class FederatedSignInTest : public ::testing::Test {
         tmp_.path());
     ASSERT_NE(github_, nullptr);
     for (const char* id : {"google", "microsoft", "github"}) {
-      ASSERT_TRUE(WriteFile(tmp_.Join(absl::StrCat(id, ".secret")), absl::StrCat("secret-for-", id, "\n")));
+      ASSERT_TRUE(WriteTestFile(tmp_.Join(absl::StrCat(id, ".secret")), absl::StrCat("secret-for-", id, "\n")));
     }
     const std::string providers = absl::StrCat(
         "  providers:\n"
@@ -451,31 +348,7 @@ class SignInProvisionsTest : public FederatedSignInTest {
   }
 
   void TearDown() override {
-    // Sandboxes outlive the provisioner by design (they are re-adopted); remove them.
-    if (workspaces_ == nullptr) return;
-    provisionerpb::ListWorkspacesResponse list;
-    grpc::ClientContext context;
-    if (!workspaces_->ListWorkspaces(&context, {}, &list).ok()) return;
-    for (const auto& w : list.workspaces()) {
-      provisionerpb::DeleteWorkspaceRequest remove;
-      remove.set_workspace_id(w.workspace_id());
-      remove.set_confirm_workspace_id(w.workspace_id());
-      provisionerpb::DeleteWorkspaceResponse ignored;
-      grpc::ClientContext delete_context;
-      (void)workspaces_->DeleteWorkspace(&delete_context, remove, &ignored);
-    }
-    const absl::Time deadline = absl::Now() + absl::Seconds(20);
-    while (absl::Now() < deadline) {
-      provisionerpb::ListWorkspacesRequest deleted_only;
-      deleted_only.add_states(common::v1::WORKSPACE_STATE_DELETED);
-      provisionerpb::ListWorkspacesResponse deleted;
-      grpc::ClientContext poll;
-      if (workspaces_->ListWorkspaces(&poll, deleted_only, &deleted).ok() &&
-          deleted.workspaces_size() == list.workspaces_size()) {
-        break;
-      }
-      absl::SleepFor(absl::Milliseconds(100));
-    }
+    if (workspaces_ != nullptr) tidepool::testing::DeleteAllWorkspaces(*workspaces_);
   }
 
   std::unique_ptr<provisionerpb::WorkspaceService::Stub> workspaces_;

@@ -69,4 +69,31 @@ absl::StatusOr<std::unique_ptr<RunningPlatform>> RunningPlatform::Start(
   }
 }
 
+void DeleteAllWorkspaces(provisioner::v1::WorkspaceService::Stub& workspaces) {
+  namespace provisionerpb = ::tidepool::provisioner::v1;
+  provisionerpb::ListWorkspacesResponse list;
+  grpc::ClientContext context;
+  if (!workspaces.ListWorkspaces(&context, {}, &list).ok()) return;
+  for (const auto& w : list.workspaces()) {
+    provisionerpb::DeleteWorkspaceRequest remove;
+    remove.set_workspace_id(w.workspace_id());
+    remove.set_confirm_workspace_id(w.workspace_id());
+    provisionerpb::DeleteWorkspaceResponse ignored;
+    grpc::ClientContext delete_context;
+    (void)workspaces.DeleteWorkspace(&delete_context, remove, &ignored);
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    provisionerpb::ListWorkspacesRequest deleted_only;
+    deleted_only.add_states(common::v1::WORKSPACE_STATE_DELETED);
+    provisionerpb::ListWorkspacesResponse deleted;
+    grpc::ClientContext poll;
+    if (workspaces.ListWorkspaces(&poll, deleted_only, &deleted).ok() &&
+        deleted.workspaces_size() == list.workspaces_size()) {
+      return;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+}
+
 }  // namespace tidepool::testing

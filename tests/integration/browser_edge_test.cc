@@ -1,0 +1,630 @@
+// The browser edge end to end, with real binaries: every platform service as its own process,
+// a real OpenID Connect provider (the `oidc-provider` npm package) for two people, real
+// bubblewrap workspaces running the headerecho test profile (a web UI that answers with what
+// it received), and a test "browser" speaking HTTP and WebSocket to the edge.
+// SECURITY-TESTS.md 2.5: the cross-tenant matrix, Origin checks, cookie flags, spoofed headers,
+// path tricks, framing, previews, revocation closing open sockets, and waking on request.
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/idp_fixture.h"
+#include "tests/integration/platform_fixture.h"
+#include "tests/testing/edge_browser.h"
+#include "tests/testing/http_get.h"
+#include "tests/testing/status_matchers.h"
+#include "tidepool/provisioner/v1/workspace_service.grpc.pb.h"
+#include "tidepool/proxy/v1/proxy_admin_service.grpc.pb.h"
+
+namespace tidepool {
+namespace {
+
+using ::nlohmann::json;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::tidepool::testing::BinaryPath;
+using ::tidepool::testing::BrowserResult;
+using ::tidepool::testing::EdgeBrowser;
+using ::tidepool::testing::EdgeRequest;
+using ::tidepool::testing::EdgeResponse;
+using ::tidepool::testing::FollowUntil;
+using ::tidepool::testing::IsOk;
+using ::tidepool::testing::NodeServer;
+using ::tidepool::testing::RawExchange;
+using ::tidepool::testing::RunningPlatform;
+using ::tidepool::testing::ScopedTempDir;
+namespace provisionerpb = ::tidepool::provisioner::v1;
+namespace proxypb = ::tidepool::proxy::v1;
+
+// The edge's one 404 body (services/proxy/api_gateway.h).
+constexpr char kNotFound[] = R"({"code":"NOT_FOUND","message":"not found"})";
+
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t size = sizeof(address);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size);
+  const int port = ntohs(address.sin_port);
+  ::close(fd);
+  return port;
+}
+
+class BrowserEdgeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+  void SetUp() override {
+    port_ = FreePort();
+    origin_ = absl::StrCat("http://127.0.0.1:", port_);
+    idp_ = NodeServer::Start(
+        "oidc_idp.mjs",
+        {{"name", "corp"},
+         {"clients",
+          {{{"client_id", "tidepool-corp"},
+            {"client_secret", "secret-for-corp"},
+            {"redirect_uris", {absl::StrCat(origin_, "/auth/callback/corp")}}}}},
+         {"accounts",
+          {{"alice", {{"sub", "alice-0001"}, {"email", "alice@corp.example"},
+                      {"email_verified", true}, {"name", "Alice"}}},
+           {"bob", {{"sub", "bob-0002"}, {"email", "bob@corp.example"},
+                    {"email_verified", true}, {"name", "Bob"}}}}}},
+        tmp_.path());
+    ASSERT_NE(idp_, nullptr);
+    ASSERT_TRUE(tidepool::testing::WriteTestFile(tmp_.Join("corp.secret"), "secret-for-corp\n"));
+    const std::string providers = absl::StrCat(
+        "  providers:\n    - id: corp\n      kind: oidc\n      display_name: Corp SSO\n"
+        "      issuer: ", idp_->info()["issuer"].get<std::string>(),
+        "\n      client_id: tidepool-corp\n      client_secret_file: ", tmp_.Join("corp.secret"),
+        "\n");
+    const std::string config = tidepool::testing::AllPortsZeroConfig(
+        providers, absl::StrCat("platform:\n  public_url: ", origin_, "\n"),
+        {{"proxy", absl::StrCat("  http_port: ", port_, "\n")},
+         {"provisioner", absl::StrCat("  profiles_dir: ", TIDEPOOL_SOURCE_DIR,
+                                      "/tests/provisioner/profiles\n  default_profile: headerecho\n"
+                                      "  hard_disk_quota: false\n")}});
+    std::vector<std::vector<std::string>> commands;
+    for (const char* name : {"audit", "auth", "secrets", "provisioner", "scaler", "proxy"}) {
+      commands.push_back({BinaryPath(absl::StrCat("tidepool-", name))});
+    }
+    absl::StatusOr<std::unique_ptr<RunningPlatform>> platform = RunningPlatform::Start(
+        commands, {"audit", "auth", "secrets", "provisioner", "scaler", "proxy"},
+        absl::Seconds(60), config);
+    ASSERT_THAT(platform, IsOk());
+    platform_ = *std::move(platform);
+    absl::StatusOr<TlsIdentity> cli = platform_->CliIdentity();
+    ASSERT_THAT(cli, IsOk());
+    absl::StatusOr<RunInfo> provisioner = platform_->Info("provisioner");
+    ASSERT_THAT(provisioner, IsOk());
+    provisioner_metrics_ = provisioner->metrics;
+    workspaces_ =
+        provisionerpb::WorkspaceService::NewStub(DialPlatformService(*cli, provisioner->grpc));
+    absl::StatusOr<RunInfo> proxy = platform_->Info("proxy");
+    ASSERT_THAT(proxy, IsOk());
+    proxy_admin_ = proxypb::ProxyAdminService::NewStub(DialPlatformService(*cli, proxy->grpc));
+
+    alice_ = SignIn("alice");
+    bob_ = SignIn("bob");
+    ASSERT_NE(alice_, nullptr);
+    ASSERT_NE(bob_, nullptr);
+    alice_ws_ = RunningWorkspace(*alice_);
+    bob_ws_ = RunningWorkspace(*bob_);
+    ASSERT_FALSE(alice_ws_.empty());
+    ASSERT_FALSE(bob_ws_.empty());
+  }
+
+  void TearDown() override {
+    if (workspaces_ != nullptr) tidepool::testing::DeleteAllWorkspaces(*workspaces_);
+  }
+
+  // Signs `login` in through the edge and the provider, as a browser does.
+  std::unique_ptr<EdgeBrowser> SignIn(const std::string& login) {
+    auto browser = std::make_unique<EdgeBrowser>(port_);
+    EdgeResponse start = browser->Get("/auth/start/corp?return_path=%2F&timezone=Europe%2FBerlin");
+    EXPECT_EQ(start.status, 302) << start.body;
+    if (start.status != 302) return nullptr;
+    BrowserResult idp = FollowUntil(absl::StrCat(start.Header("location"), "&login_hint=", login),
+                                    absl::StrCat(origin_, "/auth/callback/corp"));
+    EXPECT_FALSE(idp.final_url.empty()) << idp.trace;
+    if (idp.final_url.empty()) return nullptr;
+    EdgeResponse back = browser->Get(idp.final_url.substr(origin_.size()));
+    EXPECT_EQ(back.status, 303) << back.body;
+    EXPECT_EQ(back.Header("location"), "/");
+    return browser;
+  }
+
+  // The person's workspace, once RUNNING (ensured through the API as the web UI does).
+  std::string RunningWorkspace(EdgeBrowser& browser) {
+    EdgeResponse ensured = browser.PostJson("/api/v1/provisioner/EnsureWorkspace", "{}");
+    EXPECT_EQ(ensured.status, 200) << ensured.body;
+    const json workspace = json::parse(ensured.body, nullptr, false);
+    if (!workspace.contains("workspace")) return "";
+    const std::string id = workspace["workspace"]["workspaceId"];
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < deadline) {
+      EdgeResponse got = browser.PostJson("/api/v1/provisioner/GetWorkspace",
+                                          json{{"workspaceId", id}}.dump());
+      if (absl::StrContains(got.body, "WORKSPACE_STATE_RUNNING")) return id;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    ADD_FAILURE() << "workspace " << id << " did not start";
+    return "";
+  }
+
+  // Waits until the workspace's tool answers (a workspace is RUNNING once its supervisor is;
+  // the tool may take a moment longer).
+  void WaitForTool(EdgeBrowser& browser, const std::string& workspace) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline) {
+      EdgeResponse status =
+          browser.PostJson(absl::StrCat("/w/", workspace, "/_tidepool/v1/GetStatus"), "{}");
+      if (absl::StrContains(status.body, "TOOL_HEALTH_HEALTHY")) return;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    ADD_FAILURE() << "the tool of " << workspace << " did not become healthy";
+  }
+
+  // How many GetEndpoint calls the provisioner has served: the edge's only way to a
+  // workspace, so an unchanged count means no upstream contact.
+  double GetEndpointCalls() {
+    absl::StatusOr<testing::HttpResponse> metrics =
+        testing::HttpGet(provisioner_metrics_, "/metrics");
+    if (!metrics.ok()) return -1;
+    double total = 0;
+    for (absl::string_view line : absl::StrSplit(metrics->body, '\n')) {
+      if (!absl::StartsWith(line, "tidepool_grpc_server_started_total") ||
+          !absl::StrContains(line, "grpc_method=\"GetEndpoint\"")) {
+        continue;
+      }
+      double value = 0;
+      if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) total += value;
+    }
+    return total;
+  }
+
+  std::string TerminalTarget(const std::string& workspace, const std::string& session) {
+    return absl::StrCat("/w/", workspace, "/_tidepool/v1/terminal?session_id=", session,
+                        "&cols=120&rows=40");
+  }
+
+  // Types `command` into a terminal of `workspace` and reads until `until` shows up.
+  std::string RunInTerminal(EdgeBrowser& browser, const std::string& workspace,
+                            const std::string& command, const std::string& until) {
+    absl::StatusOr<std::unique_ptr<EdgeBrowser::WebSocket>> terminal =
+        browser.OpenWebSocket(TerminalTarget(workspace, "t-run"), origin_);
+    if (!terminal.ok()) return absl::StrCat("no terminal: ", terminal.status().message());
+    (void)(*terminal)->Write(command + "\n", /*binary=*/true);
+    std::string output;
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline && !absl::StrContains(output, until)) {
+      absl::StatusOr<std::string> chunk = (*terminal)->Read(absl::Seconds(2));
+      if (chunk.ok()) output += *chunk;
+    }
+    return output;
+  }
+
+  std::string PreviewHost(int port, const std::string& workspace) {
+    return absl::StrCat(port, "-", workspace.substr(3), ".preview.localhost:", port_);
+  }
+
+  ScopedTempDir tmp_;
+  int port_ = 0;
+  std::string origin_;
+  std::unique_ptr<NodeServer> idp_;
+  std::unique_ptr<RunningPlatform> platform_;
+  std::string provisioner_metrics_;
+  std::unique_ptr<provisionerpb::WorkspaceService::Stub> workspaces_;
+  std::unique_ptr<proxypb::ProxyAdminService::Stub> proxy_admin_;
+  std::unique_ptr<EdgeBrowser> alice_;
+  std::unique_ptr<EdgeBrowser> bob_;
+  std::string alice_ws_;
+  std::string bob_ws_;
+};
+
+TEST_F(BrowserEdgeTest, SignInSetsHostOnlyHttpOnlyCookiesAndPlatformPagesAreLockedDown) {
+  const std::string session = alice_->cookie_lines().at("tidepool_session");
+  EXPECT_THAT(session, HasSubstr("; Path=/"));
+  EXPECT_THAT(session, HasSubstr("; HttpOnly"));
+  EXPECT_THAT(session, HasSubstr("; SameSite=Lax"));
+  EXPECT_THAT(session, Not(HasSubstr("Domain=")));
+  EXPECT_THAT(alice_->cookie_lines().at("tidepool_refresh"), HasSubstr("; HttpOnly"));
+  // The CSRF value is for the page's script to echo back; it is not a credential.
+  EXPECT_THAT(alice_->cookie_lines().at("tidepool_csrf"), Not(HasSubstr("HttpOnly")));
+  EXPECT_EQ(alice_->cookies().count("tidepool_signin"), 0u) << "the sign-in binding is cleared";
+
+  EdgeResponse me = alice_->Get("/auth/session");
+  ASSERT_EQ(me.status, 200);
+  EXPECT_THAT(me.body, HasSubstr("\"role\":\"user\""));
+  EdgeResponse page = alice_->Get("/");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_THAT(page.Header("content-security-policy"), HasSubstr("frame-ancestors 'none'"));
+  EXPECT_EQ(page.Header("x-frame-options"), "DENY");
+  EXPECT_EQ(page.Header("x-content-type-options"), "nosniff");
+  EXPECT_EQ(page.Header("cross-origin-resource-policy"), "same-origin");
+  EdgeResponse anonymous = EdgeBrowser(port_).Get("/auth/session");
+  EXPECT_EQ(anonymous.status, 401);
+}
+
+TEST_F(BrowserEdgeTest, CrossTenantMatrixAnswersOneByteIdentical404WithoutUpstreamContact) {
+  const std::string nowhere = "ws_" + std::string(26, 'q');
+  EdgeBrowser anonymous(port_);
+  EdgeBrowser forged(port_);
+  forged.cookies()["tidepool_session"] = "eyJhbGciOiJFZERTQSJ9.e30.AAAA";
+  forged.cookies()["tidepool_csrf"] = "x";
+  const double endpoint_calls = GetEndpointCalls();
+  ASSERT_GE(endpoint_calls, 0);
+
+  struct Probe {
+    std::string name;
+    std::string method;
+    std::string suffix;  // after /w/<id>
+    std::string body;
+  };
+  const std::vector<Probe> probes = {
+      {"tool page", "GET", "/", ""},
+      {"tool path", "GET", "/anything?x=1", ""},
+      {"file list", "POST", "/_tidepool/v1/ListFiles", "{}"},
+      {"status", "POST", "/_tidepool/v1/GetStatus", "{}"},
+      {"download", "GET", "/_tidepool/v1/download?path=notes.txt", ""},
+      {"upload", "PUT",
+       "/_tidepool/v1/upload?upload_id=abcdefghijklmnopqrstuvwxyz234567&path=x&offset=0&total_size=3",
+       "abc"},
+      {"delete", "POST", "/_tidepool/v1/DeletePath", "{\"path\":\"x\"}"},
+  };
+  for (EdgeBrowser* who : {bob_.get(), &anonymous, &forged}) {
+    for (const Probe& probe : probes) {
+      std::string bodies[2];
+      int index = 0;
+      for (const std::string& workspace : {alice_ws_, nowhere}) {
+        EdgeRequest request{.method = probe.method,
+                            .target = absl::StrCat("/w/", workspace, probe.suffix),
+                            .body = probe.body};
+        request.headers.push_back({"Origin", origin_});
+        EdgeResponse response = who->Send(request);
+        EXPECT_EQ(response.status, 404) << probe.name << " " << workspace;
+        bodies[index++] = response.body;
+      }
+      EXPECT_EQ(bodies[0], kNotFound) << probe.name;
+      EXPECT_EQ(bodies[0], bodies[1]) << probe.name << ": exists-but-not-yours must look absent";
+    }
+    for (const std::string& workspace : {alice_ws_, nowhere}) {
+      for (const std::string& target :
+           {TerminalTarget(workspace, "probe"), absl::StrCat("/w/", workspace, "/ws")}) {
+        int status = 0;
+        absl::StatusOr<std::unique_ptr<EdgeBrowser::WebSocket>> socket =
+            who->OpenWebSocket(target, origin_, "", true, &status);
+        EXPECT_FALSE(socket.ok()) << target;
+        EXPECT_EQ(status, 404) << target;
+      }
+      // A preview of the workspace, asked for without a navigation (fetch, XHR).
+      EdgeRequest preview{.target = "/"};
+      preview.host = PreviewHost(8000, workspace);
+      EdgeResponse answered = who->Send(preview);
+      EXPECT_EQ(answered.status, 404);
+      EXPECT_EQ(answered.body, kNotFound);
+    }
+  }
+  // The API: another person's workspace is the same 404 as none at all.
+  EdgeResponse theirs = bob_->PostJson("/api/v1/provisioner/GetWorkspace",
+                                       json{{"workspaceId", alice_ws_}}.dump());
+  EdgeResponse none = bob_->PostJson("/api/v1/provisioner/GetWorkspace",
+                                     json{{"workspaceId", nowhere}}.dump());
+  EXPECT_EQ(theirs.status, 404);
+  EXPECT_EQ(theirs.body, kNotFound);
+  EXPECT_EQ(theirs.body, none.body);
+  // Bob asking the platform for a ticket to Alice's preview host.
+  EdgeResponse ticket = bob_->Get(absl::StrCat(
+      "/preview-auth?host=", PreviewHost(8000, alice_ws_), "&path=%2F"));
+  EXPECT_EQ(ticket.status, 404);
+  EXPECT_EQ(ticket.body, kNotFound);
+
+  EXPECT_EQ(GetEndpointCalls(), endpoint_calls) << "a probe reached a workspace";
+  // The counter does move when the owner asks (so the check above can fail).
+  EdgeRequest own{.method = "POST", .target = absl::StrCat("/w/", alice_ws_, "/_tidepool/v1/ListFiles"),
+                  .body = "{}"};
+  own.headers.push_back({"Origin", origin_});
+  EXPECT_EQ(alice_->Send(own).status, 200);
+  EXPECT_GT(GetEndpointCalls(), endpoint_calls);
+}
+
+TEST_F(BrowserEdgeTest, WebSocketsNeedExactlyThePlatformOrigin) {
+  for (const std::string& origin :
+       {std::string("https://evil.example"), std::string("null"), std::string(),
+        absl::StrCat(origin_, ".evil.example"), absl::StrCat("http://127.0.0.1:", port_ + 1),
+        absl::StrCat("https://127.0.0.1:", port_), absl::StrCat("http://localhost.evil:", port_),
+        absl::StrCat("http://", PreviewHost(8000, alice_ws_))}) {
+    int status = 0;
+    absl::StatusOr<std::unique_ptr<EdgeBrowser::WebSocket>> socket =
+        alice_->OpenWebSocket(TerminalTarget(alice_ws_, "origin"), origin, "", true, &status);
+    EXPECT_FALSE(socket.ok()) << "origin '" << origin << "'";
+    EXPECT_EQ(status, 403) << "origin '" << origin << "'";
+  }
+  const std::string output = RunInTerminal(*alice_, alice_ws_, "echo edge-$((6*7))", "edge-42");
+  EXPECT_THAT(output, HasSubstr("edge-42"));
+}
+
+TEST_F(BrowserEdgeTest, TheWorkspaceSeesNoPlatformCredentialAndOnlyTheProxysIdentity) {
+  WaitForTool(*alice_, alice_ws_);
+  EdgeRequest request{.target = absl::StrCat("/w/", alice_ws_, "/echo?q=1")};
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"X-Forwarded-User", "bob"},
+           {"X-Forwarded-For", "203.0.113.66"},
+           {"X-Forwarded-Host", "evil.example"},
+           {"X-Forwarded-Proto", "https"},
+           {"Forwarded", "for=203.0.113.66;host=evil.example"},
+           {"X-Real-IP", "203.0.113.66"},
+           {"X-Remote-User", "bob"},
+           {"X-Auth-Request-User", "bob"},
+           {"X-Auth-Request-Email", "bob@corp.example"},
+           {"X-Tidepool-Credential", "forged"},
+           {"X-Tidepool-Preview-Port", "22"},
+           {"X-Openclaw-Token", "stolen"},
+           {"Authorization", "Bearer platform-token"}}) {
+    request.headers.push_back({name, value});
+  }
+  alice_->cookies()["app"] = "1";
+  EdgeResponse response = alice_->Send(request);
+  alice_->cookies().erase("app");
+  ASSERT_EQ(response.status, 200) << response.body;
+  const json seen = json::parse(response.body, nullptr, false);
+  ASSERT_TRUE(seen.contains("headers")) << response.body;
+  const json& headers = seen["headers"];
+  EXPECT_EQ(seen["target"], "/echo?q=1");
+  const std::string me = json::parse(alice_->Get("/auth/session").body)["userId"];
+  EXPECT_EQ(headers.value("x-forwarded-user", ""), me) << "set by the proxy, never the client's";
+  EXPECT_EQ(headers.value("x-forwarded-for", ""), "127.0.0.1");
+  EXPECT_EQ(headers.value("x-forwarded-host", ""), absl::StrCat("127.0.0.1:", port_));
+  EXPECT_EQ(headers.value("x-forwarded-proto", ""), "http");
+  EXPECT_EQ(headers.value("cookie", ""), "app=1") << "platform cookies are stripped";
+  for (const char* gone : {"forwarded", "x-real-ip", "x-remote-user", "x-auth-request-user",
+                           "x-auth-request-email", "x-tidepool-credential",
+                           "x-tidepool-preview-port", "x-openclaw-token", "authorization"}) {
+    EXPECT_FALSE(headers.contains(gone)) << gone << " reached the workspace";
+  }
+}
+
+TEST_F(BrowserEdgeTest, NonCanonicalPathsAndAmbiguousFramingAreRefused) {
+  const std::string cookie = alice_->CookieHeader();
+  const std::string host = absl::StrCat("127.0.0.1:", port_);
+  auto exchange = [&](const std::string& target) {
+    return RawExchange(port_, absl::StrCat("GET ", target, " HTTP/1.1\r\nHost: ", host,
+                                           "\r\nCookie: ", cookie, "\r\nConnection: close\r\n\r\n"));
+  };
+  const std::string a = alice_ws_;
+  const std::string b = bob_ws_;
+  for (const std::string& target :
+       {absl::StrCat("/w/", a, "/../", b, "/"), absl::StrCat("/w/", a, "/%2e%2e/", b, "/"),
+        absl::StrCat("/w/", a, "/%2E%2E/", b, "/"), absl::StrCat("/w/", a, "%2f..%2f", b, "/"),
+        absl::StrCat("/w/", a, "/%252e%252e/", b, "/"), absl::StrCat("/w/", a, ";x=1/"),
+        absl::StrCat("/w/", a, "\\..\\", b, "/"), absl::StrCat("/w/", a, "/%c0%ae%c0%ae/", b, "/"),
+        absl::StrCat("/w//", a, "/"), absl::StrCat("/w/", a, "/./x"), absl::StrCat("/w/", a, "/%00"),
+        absl::StrCat("http://", host, "/w/", a, "/")}) {
+    const std::string answer = exchange(target);
+    EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 400")) << target << " -> " << answer.substr(0, 60);
+  }
+  const std::vector<std::string> framings = {
+      // Content-Length and Transfer-Encoding together (CL.TE / TE.CL).
+      absl::StrCat("POST /healthz HTTP/1.1\r\nHost: ", host,
+                   "\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+      // Obfuscated transfer codings.
+      absl::StrCat("POST /healthz HTTP/1.1\r\nHost: ", host,
+                   "\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+      absl::StrCat("POST /healthz HTTP/1.1\r\nHost: ", host,
+                   "\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+      absl::StrCat("POST /healthz HTTP/1.1\r\nHost: ", host,
+                   "\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+      // Two Hosts; two differing lengths.
+      absl::StrCat("GET /healthz HTTP/1.1\r\nHost: ", host, "\r\nHost: evil.example\r\n\r\n"),
+      absl::StrCat("POST /healthz HTTP/1.1\r\nHost: ", host,
+                   "\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"),
+  };
+  for (const std::string& bytes : framings) {
+    const std::string answer = RawExchange(port_, bytes);
+    EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 400")) << bytes << " -> " << answer.substr(0, 60);
+    // One answer, then the connection is closed: nothing smuggled behind it is served.
+    EXPECT_EQ(answer.find("HTTP/1.1", 1), std::string::npos) << bytes;
+  }
+  // An unknown host is not the platform's and not a preview.
+  const std::string misdirected = RawExchange(
+      port_, "GET /healthz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(misdirected, "HTTP/1.1 421")) << misdirected.substr(0, 60);
+}
+
+TEST_F(BrowserEdgeTest, TheApiNeedsTheCsrfTokenAndTheExactOrigin) {
+  EdgeRequest request{.method = "POST", .target = "/api/v1/provisioner/ListWorkspaces", .body = "{}"};
+  request.headers.push_back({"Origin", origin_});
+  EXPECT_EQ(alice_->Send(request).status, 403) << "no CSRF header";
+  request.headers.push_back({"X-Tidepool-CSRF", "wrong"});
+  EXPECT_EQ(alice_->Send(request).status, 403) << "wrong CSRF value";
+  request.headers.back().second = alice_->cookies().at("tidepool_csrf");
+  EXPECT_EQ(alice_->Send(request).status, 200);
+  request.headers.front().second = absl::StrCat("http://", PreviewHost(8000, alice_ws_));
+  EdgeResponse from_preview = alice_->Send(request);
+  EXPECT_EQ(from_preview.status, 403) << "a preview page calling the API with credentials";
+  EXPECT_EQ(from_preview.Header("access-control-allow-origin"), "");
+  EXPECT_EQ(alice_->Get("/api/v1/provisioner/ListWorkspaces").status, 405);
+}
+
+TEST_F(BrowserEdgeTest, PreviewsLiveOnTheirOwnHostWithAOneHostCookieMintedThroughThePlatform) {
+  // A dev server in Alice's workspace, and one that tries to toss a cookie to sibling hosts.
+  const std::string started = RunInTerminal(
+      *alice_, alice_ws_,
+      "cd ~ && printf '%s\\n' 'import http.server as h' 'class H(h.BaseHTTPRequestHandler):' "
+      "' def do_GET(s):' "
+      "'  s.send_response(200); s.send_header(\"Set-Cookie\", \"t=1; Domain=preview.localhost; "
+      "Path=/\"); s.send_header(\"Content-Length\", \"2\"); s.end_headers(); s.wfile.write(b\"ok\")' "
+      "'h.ThreadingHTTPServer((\"127.0.0.1\", 8001), H).serve_forever()' > toss.py && "
+      "(python3 -m http.server 8000 --bind 127.0.0.1 >/dev/null 2>&1 &) && "
+      "(python3 toss.py >/dev/null 2>&1 &) && echo servers-$((2+3))",
+      "servers-5");
+  ASSERT_THAT(started, HasSubstr("servers-5"));
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  bool listening = false;
+  while (absl::Now() < deadline && !listening) {
+    EdgeResponse ports =
+        alice_->PostJson(absl::StrCat("/w/", alice_ws_, "/_tidepool/v1/ListPorts"), "{}");
+    listening = absl::StrContains(ports.body, "\"port\":8000") &&
+                absl::StrContains(ports.body, "\"port\":8001");
+    if (!listening) absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(listening);
+
+  const std::string host = PreviewHost(8000, alice_ws_);
+  EdgeBrowser tab(port_);  // the preview origin's own cookie jar
+  EdgeRequest navigate{.target = "/?a=b", .host = host};
+  navigate.headers.push_back({"Accept", "text/html"});
+  EdgeResponse first = tab.Send(navigate);
+  ASSERT_EQ(first.status, 302);
+  const std::string platform_hop = first.Header("location");
+  ASSERT_TRUE(absl::StartsWith(platform_hop, origin_ + "/preview-auth?")) << platform_hop;
+  // The platform, with Alice's session, mints a one-minute ticket for that one host.
+  EdgeResponse minted = alice_->Get(platform_hop.substr(origin_.size()));
+  ASSERT_EQ(minted.status, 302) << minted.body;
+  const std::string callback = minted.Header("location");
+  const std::string callback_prefix = absl::StrCat("http://", host, "/__tidepool/preview-callback?");
+  ASSERT_TRUE(absl::StartsWith(callback, callback_prefix)) << callback;
+  const std::string callback_target = callback.substr(std::string("http://").size() + host.size());
+  EdgeResponse landed = tab.Send({.target = callback_target, .host = host});
+  ASSERT_EQ(landed.status, 303);
+  EXPECT_EQ(landed.Header("location"), "/?a=b");
+  const std::string cookie = tab.cookie_lines().at("tidepool_preview");
+  EXPECT_THAT(cookie, HasSubstr("HttpOnly"));
+  EXPECT_THAT(cookie, Not(HasSubstr("Domain=")));
+  EdgeResponse page = tab.Send({.target = "/", .host = host});
+  EXPECT_EQ(page.status, 200);
+  EXPECT_THAT(page.body, HasSubstr("Directory listing"));
+  // The way back must stay on the preview host: "/\\evil.example" would leave it.
+  EdgeResponse off_site = alice_->Get(absl::StrCat("/preview-auth?host=", host, "&path=%2F%5Cevil.example"));
+  ASSERT_EQ(off_site.status, 302);
+  EXPECT_TRUE(absl::EndsWith(off_site.Header("location"), "&path=%2F")) << off_site.Header("location");
+  // The ticket is single use.
+  EdgeBrowser thief(port_);
+  EXPECT_EQ(thief.Send({.target = callback_target, .host = host}).status, 404);
+  // The cookie is good for its own host only, not a sibling port of the same workspace.
+  EdgeRequest sibling{.target = "/", .host = PreviewHost(8001, alice_ws_)};
+  EXPECT_EQ(tab.Send(sibling).status, 404);
+  // A preview's attempt to set a cookie for the whole preview domain is made host-only.
+  EdgeBrowser toss_tab(port_);
+  EdgeResponse toss_hop = toss_tab.Send({.target = "/", .host = PreviewHost(8001, alice_ws_),
+                                         .headers = {{"Accept", "text/html"}}});
+  ASSERT_EQ(toss_hop.status, 302);
+  EdgeResponse toss_minted = alice_->Get(toss_hop.Header("location").substr(origin_.size()));
+  const std::string toss_callback = toss_minted.Header("location");
+  ASSERT_EQ(toss_tab
+                .Send({.target = toss_callback.substr(toss_callback.find("/__tidepool")),
+                       .host = PreviewHost(8001, alice_ws_)})
+                .status,
+            303);
+  EdgeResponse tossed = toss_tab.Send({.target = "/", .host = PreviewHost(8001, alice_ws_)});
+  EXPECT_EQ(tossed.body, "ok");
+  ASSERT_EQ(tossed.set_cookies.size(), 1u);
+  EXPECT_THAT(tossed.set_cookies[0], Not(HasSubstr("Domain")));
+  // Reserved ports are never previews: the tool's own, the egress relay, privileged ones.
+  for (int reserved : {8767, 3128, 22}) {
+    EdgeBrowser reserved_tab(port_);
+    EdgeResponse hop = reserved_tab.Send(
+        {.target = "/", .host = PreviewHost(reserved, alice_ws_), .headers = {{"Accept", "text/html"}}});
+    ASSERT_EQ(hop.status, 302);
+    EdgeResponse ok = alice_->Get(hop.Header("location").substr(origin_.size()));
+    const std::string location = ok.Header("location");
+    ASSERT_EQ(reserved_tab
+                  .Send({.target = location.substr(location.find("/__tidepool")),
+                         .host = PreviewHost(reserved, alice_ws_)})
+                  .status,
+              303);
+    EXPECT_EQ(reserved_tab.Send({.target = "/", .host = PreviewHost(reserved, alice_ws_)}).status,
+              404)
+        << reserved;
+  }
+}
+
+TEST_F(BrowserEdgeTest, SigningOutClosesOpenSocketsWithinFiveSeconds) {
+  WaitForTool(*alice_, alice_ws_);
+  absl::StatusOr<std::unique_ptr<EdgeBrowser::WebSocket>> terminal =
+      alice_->OpenWebSocket(TerminalTarget(alice_ws_, "revoke"), origin_);
+  ASSERT_THAT(terminal, IsOk());
+  absl::StatusOr<std::unique_ptr<EdgeBrowser::WebSocket>> tool =
+      alice_->OpenWebSocket(absl::StrCat("/w/", alice_ws_, "/ws"), origin_);
+  ASSERT_THAT(tool, IsOk());
+  ASSERT_THAT((*tool)->Write("ping"), IsOk());
+  absl::StatusOr<std::string> echoed = (*tool)->Read(absl::Seconds(5));
+  ASSERT_THAT(echoed, IsOk());
+  EXPECT_EQ(*echoed, "ping");
+  // The admin surface lists them.
+  proxypb::ListConnectionsRequest list;
+  list.set_workspace_id(alice_ws_);
+  proxypb::ListConnectionsResponse listed;
+  grpc::ClientContext context;
+  ASSERT_TRUE(proxy_admin_->ListConnections(&context, list, &listed).ok());
+  int terminals = 0;
+  for (const auto& c : listed.connections()) terminals += c.kind() == proxypb::CONNECTION_KIND_TERMINAL;
+  EXPECT_EQ(terminals, 1) << listed.ShortDebugString();
+
+  EdgeBrowser stale = *alice_;  // the cookies as they were before signing out
+  const absl::Time signed_out = absl::Now();
+  EdgeRequest signout{.method = "POST", .target = "/auth/signout"};
+  signout.headers.push_back({"Origin", origin_});
+  ASSERT_EQ(alice_->Send(signout).status, 200);
+  for (EdgeBrowser::WebSocket* socket : {terminal->get(), tool->get()}) {
+    int code = 0;
+    absl::StatusOr<std::string> message;
+    do {
+      message = socket->Read(absl::Seconds(6), &code);
+    } while (message.ok());
+    const absl::Duration took = absl::Now() - signed_out;
+    EXPECT_LT(took, absl::Seconds(5));
+    EXPECT_EQ(code, 1008);
+    std::cerr << "socket closed " << absl::FormatDuration(took) << " after sign-out\n";
+  }
+  EXPECT_EQ(stale.Get("/auth/session").status, 401);
+  EXPECT_EQ(stale.PostJson("/api/v1/provisioner/ListWorkspaces", "{}").status, 401);
+}
+
+TEST_F(BrowserEdgeTest, ARequestForASleepingWorkspaceWakesItAndWaits) {
+  auto stop = [&] {
+    EdgeResponse stopped = alice_->PostJson("/api/v1/provisioner/StopWorkspace",
+                                            json{{"workspaceId", alice_ws_}}.dump());
+    ASSERT_EQ(stopped.status, 200) << stopped.body;
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline) {
+      EdgeResponse got = alice_->PostJson("/api/v1/provisioner/GetWorkspace",
+                                          json{{"workspaceId", alice_ws_}}.dump());
+      if (absl::StrContains(got.body, "\"state\":\"WORKSPACE_STATE_SLEEPING\"")) return;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    FAIL() << "did not fall asleep";
+  };
+  stop();
+  // A browser navigating there gets a page that waits with it.
+  EdgeRequest navigate{.target = absl::StrCat("/w/", alice_ws_, "/")};
+  navigate.headers.push_back({"Accept", "text/html"});
+  EdgeResponse waiting = alice_->Send(navigate);
+  EXPECT_EQ(waiting.status, 503);
+  EXPECT_THAT(waiting.body, HasSubstr("Starting your workspace"));
+  EXPECT_EQ(waiting.Header("retry-after"), "1");
+  stop();
+  // An API call is held until the workspace runs, then answered.
+  const absl::Time asked = absl::Now();
+  EdgeResponse held =
+      alice_->PostJson(absl::StrCat("/w/", alice_ws_, "/_tidepool/v1/ListFiles"), "{}");
+  EXPECT_EQ(held.status, 200) << held.body;
+  std::cerr << "held request answered after waking: " << absl::FormatDuration(absl::Now() - asked)
+            << "\n";
+}
+
+}  // namespace
+}  // namespace tidepool
