@@ -5,6 +5,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "lib/config_loader.h"
@@ -103,6 +104,27 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
                   absl::Seconds(10), absl::Hours(24));
   schema.Duration("proxy.activity_flush_interval", &config.proxy.activity_flush_interval,
                   absl::Seconds(1), absl::Minutes(5));
+  schema.String("model_server.base_url", &config.model_server.base_url,
+                [](const std::string& v) -> std::string {
+                  if (v.empty()) return "";
+                  const size_t scheme = v.find("://");
+                  const std::string rest = scheme == std::string::npos ? "" : v.substr(scheme + 3);
+                  const std::string authority = rest.substr(0, rest.find('/'));
+                  const size_t colon = authority.rfind(':');
+                  const std::string port =
+                      colon == std::string::npos ? "" : authority.substr(colon + 1);
+                  const bool scheme_ok = absl::StartsWith(v, "http://") ||
+                                         absl::StartsWith(v, "https://");
+                  if (!scheme_ok || authority.empty() || authority.front() == ':' ||
+                      authority.find_first_of("@?# ") != std::string::npos ||
+                      (colon != std::string::npos &&
+                       (port.empty() || port.size() > 5 ||
+                        port.find_first_not_of("0123456789") != std::string::npos))) {
+                    return "must be an http(s) URL such as http://10.0.0.5:8000/v1";
+                  }
+                  return "";
+                });
+  schema.String("model_server.default_model", &config.model_server.default_model);
   schema.Duration("audit.checkpoint_interval", &config.audit.checkpoint_interval, absl::Seconds(1),
                   absl::Seconds(60));
   schema.Int("audit.checkpoint_every_records", &config.audit.checkpoint_every_records, 1, 1000);

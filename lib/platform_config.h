@@ -117,6 +117,16 @@ struct ProxyConfig {
   absl::Duration activity_flush_interval = absl::Seconds(10);
 };
 
+// The admin's shared model server (section `model_server`), an OpenAI-compatible endpoint every
+// workspace may reach through the egress proxy (even on loopback or a private network: it is
+// the admin's own) and that tool profiles use as the default provider.
+struct ModelServerConfig {
+  // "http(s)://host:port/path" of the API ("http://10.0.0.5:8000/v1"); empty: none.
+  std::string base_url;
+  // The model to ask for by default ("llama-3.1-8b-instruct"); empty: the server's default.
+  std::string default_model;
+};
+
 // The whole of tidepool.yaml as this build understands it. Every field's initializer is its
 // default; LoadPlatformConfig() validates overrides. Later issues add per-service sections.
 struct PlatformConfig {
@@ -143,6 +153,7 @@ struct PlatformConfig {
   ProvisionerConfig provisioner;
   ProxyConfig proxy;
   SecretsConfig secrets;
+  ModelServerConfig model_server;
 
   // Where people reach the platform in a browser (links printed or mailed point here).
   std::string public_url = "http://127.0.0.1:8080";

@@ -6,8 +6,10 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -217,6 +219,35 @@ grpc::Status ProxyAdminServiceImpl::GetEgressPolicy(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+absl::StatusOr<std::optional<EgressRule>> ModelServerRule(const std::string& base_url) {
+  if (base_url.empty()) return std::nullopt;
+  const size_t scheme = base_url.find("://");
+  if (scheme == std::string::npos) {
+    return absl::InvalidArgumentError("model_server.base_url must be an http(s) URL");
+  }
+  const std::string rest = base_url.substr(scheme + 3);
+  const std::string authority = rest.substr(0, rest.find('/'));
+  EgressRule rule;
+  rule.origin = std::string(kEgressOriginModelServer);
+  rule.port = absl::StartsWith(base_url, "https://") ? 443 : 80;
+  const size_t close = authority.rfind(']');
+  const size_t colon = authority.rfind(':');
+  rule.host = authority;
+  if (colon != std::string::npos && (close == std::string::npos || colon > close)) {
+    rule.host = authority.substr(0, colon);
+    if (!absl::SimpleAtoi(authority.substr(colon + 1), &rule.port)) {
+      return absl::InvalidArgumentError("model_server.base_url has a malformed port");
+    }
+  }
+  if (rule.host.size() > 2 && rule.host.front() == '[' && rule.host.back() == ']') {
+    rule.host = rule.host.substr(1, rule.host.size() - 2);
+  }
+  if (absl::Status valid = ValidateEgressRules({rule}); !valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("model_server.base_url: ", valid.message()));
+  }
+  return rule;
+}
+
 grpc::Status ProxyAdminServiceImpl::ListConnections(grpc::ServerContext*,
                                                     const v1::ListConnectionsRequest* request,
                                                     v1::ListConnectionsResponse* response) {
@@ -335,6 +366,11 @@ ServiceDefinition ProxyServiceDefinition() {
       absl::StatusOr<std::vector<EgressRule>> rules =
           EgressRulesFromConfig(config.proxy.egress_allowlist);
       if (!rules.ok()) return rules.status();
+      // The shared model server is on the list by default.
+      absl::StatusOr<std::optional<EgressRule>> model_server =
+          ModelServerRule(config.model_server.base_url);
+      if (!model_server.ok()) return model_server.status();
+      if (model_server->has_value()) rules->push_back(**model_server);
       const std::string dir = context.data_dir + "/egress";
       std::error_code ec;
       std::filesystem::create_directories(dir, ec);

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,6 +43,11 @@ class ProxyAdminServiceImpl final : public v1::ProxyAdminService::Service {
 // INVALID_ARGUMENT naming the entry for a malformed one (see ValidateEgressRules).
 absl::StatusOr<std::vector<EgressRule>> EgressRulesFromConfig(
     const std::vector<std::string>& allowlist);
+
+// The egress rule (origin "model_server") for the shared model server at `base_url`, which the
+// allowlist carries by default; nullopt when no model server is configured. INVALID_ARGUMENT for
+// a malformed URL.
+absl::StatusOr<std::optional<EgressRule>> ModelServerRule(const std::string& base_url);
 
 // The service as the platform hosts it (used by tidepool-proxy and the all-in-one tidepool):
 // the admin surface, and the egress proxy on <data_dir>/egress/egress.sock, which every

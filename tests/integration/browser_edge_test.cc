@@ -93,7 +93,7 @@ class BrowserEdgeTest : public ::testing::Test {
         "\n");
     const std::string config = tidepool::testing::AllPortsZeroConfig(
         providers, absl::StrCat("platform:\n  public_url: ", origin_, "\n"),
-        {{"proxy", absl::StrCat("  http_port: ", port_, "\n")},
+        {{"proxy", absl::StrCat("  http_port: ", port_, "\n  max_websockets_per_user: 4\n")},
          {"provisioner", absl::StrCat("  profiles_dir: ", TIDEPOOL_SOURCE_DIR,
                                       "/tests/provisioner/profiles\n  default_profile: headerecho\n"
                                       "  hard_disk_quota: false\n")}});
@@ -592,6 +592,60 @@ TEST_F(BrowserEdgeTest, SigningOutClosesOpenSocketsWithinFiveSeconds) {
   }
   EXPECT_EQ(stale.Get("/auth/session").status, 401);
   EXPECT_EQ(stale.PostJson("/api/v1/provisioner/ListWorkspaces", "{}").status, 401);
+}
+
+TEST_F(BrowserEdgeTest, AnOperatorCanCloseAPersonsConnections) {
+  absl::StatusOr<std::unique_ptr<EdgeBrowser::WebSocket>> terminal =
+      alice_->OpenWebSocket(TerminalTarget(alice_ws_, "operator"), origin_);
+  ASSERT_THAT(terminal, IsOk());
+  const std::string me = json::parse(alice_->Get("/auth/session").body)["userId"];
+  proxypb::CloseConnectionsRequest request;
+  request.set_user_id(me);
+  request.set_reason("admin");
+  proxypb::CloseConnectionsResponse response;
+  grpc::ClientContext context;
+  ASSERT_TRUE(proxy_admin_->CloseConnections(&context, request, &response).ok());
+  EXPECT_GE(response.closed_count(), 1);
+  int code = 0;
+  absl::StatusOr<std::string> message;
+  do {
+    message = (*terminal)->Read(absl::Seconds(5), &code);
+  } while (message.ok());
+  EXPECT_EQ(code, 1008);
+  // Closing is not signing out: the session still works for the next request.
+  EXPECT_EQ(alice_->Get("/auth/session").status, 200);
+  proxypb::CloseConnectionsRequest malformed;
+  malformed.set_user_id("alice");
+  grpc::ClientContext bad_context;
+  EXPECT_EQ(proxy_admin_->CloseConnections(&bad_context, malformed, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(BrowserEdgeTest, EachPersonHasACapOnOpenWebSockets) {
+  WaitForTool(*alice_, alice_ws_);
+  const std::string target = absl::StrCat("/w/", alice_ws_, "/ws");
+  std::vector<std::unique_ptr<EdgeBrowser::WebSocket>> open;
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<std::unique_ptr<EdgeBrowser::WebSocket>> socket =
+        alice_->OpenWebSocket(target, origin_);
+    ASSERT_THAT(socket, IsOk()) << i;
+    open.push_back(*std::move(socket));
+  }
+  int status = 0;
+  EXPECT_FALSE(alice_->OpenWebSocket(target, origin_, "", true, &status).ok());
+  EXPECT_EQ(status, 429);
+  // Someone else is not held back by Alice's sockets.
+  WaitForTool(*bob_, bob_ws_);
+  EXPECT_THAT(bob_->OpenWebSocket(absl::StrCat("/w/", bob_ws_, "/ws"), origin_), IsOk());
+  // A closed socket frees its place.
+  open.pop_back();
+  bool reopened = false;
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (!reopened && absl::Now() < deadline) {
+    reopened = alice_->OpenWebSocket(target, origin_).ok();
+    if (!reopened) absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(reopened);
 }
 
 TEST_F(BrowserEdgeTest, ARequestForASleepingWorkspaceWakesItAndWaits) {

@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "lib/platform_client.h"
 #include "tests/integration/platform_fixture.h"
+#include "tests/testing/http_stub_server.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/terminal_client.h"
 #include "tidepool/provisioner/v1/workspace_service.grpc.pb.h"
@@ -29,11 +30,11 @@ constexpr char kOwner[] = "u_eeeeeeeeeeeeeeeeeeeeeeeeee";
 class EgressTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // "localhost" is listed, and must still be refused: it is a loopback address.
-    const std::string config = absl::StrReplaceAll(
-        tidepool::testing::AllPortsZeroConfig(),
-        {{"proxy:\n  grpc_port: 0\n  metrics_port: 0\n",
-          "proxy:\n  grpc_port: 0\n  metrics_port: 0\n  egress_allowlist: [\"localhost:8080\"]\n"}});
+    // "localhost" is listed, and must still be refused: it is a loopback address. The shared
+    // model server is on loopback too, and is the one exception.
+    const std::string config = tidepool::testing::AllPortsZeroConfig(
+        "", absl::StrCat("model_server:\n  base_url: ", model_server_.base_url(), "/v1\n"),
+        {{"proxy", "  egress_allowlist: [\"localhost:8080\"]\n"}});
     absl::StatusOr<std::unique_ptr<RunningPlatform>> platform = RunningPlatform::Start(
         {{tidepool::testing::BinaryPath("tidepool"), "up"}},
         {"audit", "auth", "secrets", "provisioner", "scaler", "proxy"}, absl::Seconds(60), config);
@@ -87,6 +88,13 @@ class EgressTest : public ::testing::Test {
                                             absl::StrCat("e", ++sessions_), command, until);
   }
 
+  // An OpenAI-compatible model server's stand-in (one route is enough here).
+  tidepool::testing::HttpStubServer model_server_{[](const tidepool::testing::StubRequest& request) {
+    return tidepool::testing::StubResponse{
+        .status = request.target == "/v1/models" ? 200 : 404,
+        .content_type = "application/json",
+        .body = R"({"object":"list","data":[{"id":"tiny","object":"model"}]})"};
+  }};
   std::unique_ptr<RunningPlatform> platform_;
   std::unique_ptr<provisionerpb::WorkspaceService::Stub> workspaces_;
   std::unique_ptr<provisionerpb::WorkspaceService::Stub> as_proxy_;
@@ -127,6 +135,17 @@ TEST_F(EgressTest, AWorkspaceReachesOnlyTheAllowlistAndEveryDenialIsCountedAndNa
                         "allowlist"));
   // Listed, but a loopback address: refused all the same.
   EXPECT_THAT(fetch("http://localhost:8080/"), HasSubstr("result 403"));
+  // The shared model server, on loopback, is reached; its other ports are not.
+  const std::string models = absl::StrCat(model_server_.base_url(), "/v1/models");
+  EXPECT_THAT(RunInTerminal(endpoint,
+                            absl::StrCat("env -u NO_PROXY -u no_proxy python3 -c \"import "
+                                         "urllib.request as u; print('got', u.urlopen('",
+                                         models, "', timeout=10).read().decode())\"\n"),
+                            "got {"),
+              HasSubstr(R"(got {"object":"list")"));
+  EXPECT_EQ(model_server_.requests(), 1);
+  EXPECT_THAT(fetch(absl::StrCat("http://127.0.0.1:", model_server_.port() + 1, "/")),
+              HasSubstr("result 403"));
 
   // Both denials are counted for this workspace (its relay's credential was resolved).
   proxypb::GetEgressPolicyRequest policy_request;
@@ -135,14 +154,18 @@ TEST_F(EgressTest, AWorkspaceReachesOnlyTheAllowlistAndEveryDenialIsCountedAndNa
   grpc::ClientContext policy_context;
   status = admin_->GetEgressPolicy(&policy_context, policy_request, &policy);
   ASSERT_TRUE(status.ok()) << status.error_message();
-  ASSERT_EQ(policy.rules_size(), 1);
+  ASSERT_EQ(policy.rules_size(), 2);
   EXPECT_EQ(policy.rules(0).host(), "localhost");
   EXPECT_EQ(policy.rules(0).port(), 8080);
+  EXPECT_EQ(policy.rules(1).host(), "127.0.0.1");
+  EXPECT_EQ(policy.rules(1).port(), model_server_.port());
+  EXPECT_EQ(policy.rules(1).origin(), "model_server");
   ASSERT_EQ(policy.workspaces_size(), 1);
   EXPECT_EQ(policy.workspaces(0).workspace_id(), workspace_id_);
-  EXPECT_EQ(policy.workspaces(0).denied_connection_count(), 2);
-  EXPECT_EQ(policy.workspaces(0).allowed_connection_count(), 0);
-  EXPECT_EQ(policy.workspaces(0).last_denied_destination(), "localhost:8080");
+  EXPECT_EQ(policy.workspaces(0).denied_connection_count(), 3);
+  EXPECT_EQ(policy.workspaces(0).allowed_connection_count(), 1);
+  EXPECT_EQ(policy.workspaces(0).last_denied_destination(),
+            absl::StrCat("127.0.0.1:", model_server_.port() + 1));
 }
 
 }  // namespace

@@ -48,6 +48,29 @@ TEST(PlatformConfigTest, AppliesEveryKindOfSetting) {
   EXPECT_EQ(config->source, "t.yaml");
 }
 
+TEST(PlatformConfigTest, ChecksTheEdgeAndModelServerSettings) {
+  absl::StatusOr<PlatformConfig> config = LoadPlatformConfigFromString(
+      "proxy:\n  http_port: 0\n  preview_domain: preview.example.net\n"
+      "  websocket_idle_timeout: 90s\nmodel_server:\n  base_url: http://10.0.0.5:8000/v1\n",
+      "t.yaml");
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->proxy.http_port, 0);
+  EXPECT_EQ(config->proxy.preview_domain, "preview.example.net");
+  EXPECT_EQ(config->proxy.websocket_idle_timeout, absl::Seconds(90));
+  EXPECT_EQ(config->model_server.base_url, "http://10.0.0.5:8000/v1");
+  for (const char* bad : {"proxy:\n  preview_domain: https://preview.example.net\n",
+                          "proxy:\n  preview_domain: preview.example.net:8443\n",
+                          "proxy:\n  http_port: 70000\n",
+                          "proxy:\n  websocket_idle_timeout: 1s\n",
+                          "model_server:\n  base_url: ftp://models.example\n",
+                          "model_server:\n  base_url: http://models.example:80x/v1\n",
+                          "model_server:\n  base_url: http://user@models.example/v1\n"}) {
+    EXPECT_THAT(LoadPlatformConfigFromString(bad, "t.yaml"),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("t.yaml:")))
+        << bad;
+  }
+}
+
 TEST(PlatformConfigTest, RejectsUnknownKeyNamingFileLineAndKey) {
   EXPECT_THAT(LoadPlatformConfigFromString("auth:\n  grpc_port: 1\n  grpc_prot: 2\n", "t.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument,
