@@ -1592,12 +1592,20 @@ class EdgeServer::Impl {
     });
     SetSocketTimeout(upstream_fd, upgrade ? options_.websocket_idle : absl::Minutes(10));
     SetSocketTimeout(client_fd, upgrade ? options_.websocket_idle : absl::Minutes(10));
-    auto restore_close = [this, &ex, client_fd] {
-      registry_.Update(ex.entry->id, [client_fd](ConnectionEntry& e) {
-        e.close = [client_fd](const std::string&) { ::shutdown(client_fd, SHUT_RDWR); };
-      });
-      SetSocketTimeout(client_fd, options_.keep_alive_idle);
-    };
+    // Whatever way this ends, the entry's close goes back to the client socket alone before the
+    // upstream socket (declared above) is closed and its descriptor can be reused.
+    struct RestoreClose {
+      Impl* impl;
+      Exchange& ex;
+      int client_fd;
+      ~RestoreClose() {
+        const int fd = client_fd;
+        impl->registry_.Update(ex.entry->id, [fd](ConnectionEntry& e) {
+          e.close = [fd](const std::string&) { ::shutdown(fd, SHUT_RDWR); };
+        });
+        SetSocketTimeout(fd, impl->options_.keep_alive_idle);
+      }
+    } restore_close{this, ex, client_fd};
 
     const int64_t received_before = ex.entry->bytes_received.load();
     const int64_t sent_before = ex.entry->bytes_sent.load();
@@ -1609,19 +1617,18 @@ class EdgeServer::Impl {
                       [&ex](size_t n) { ex.entry->bytes_received += static_cast<int64_t>(n); });
     const bool client_keep_alive = ex.head.keep_alive();
     if (ec) {
-      restore_close();
       ex.keep_alive = false;
       return SendError(ex, http::status::bad_gateway, "UNAVAILABLE",
                        "the workspace is not answering");
     }
     beast::flat_buffer upstream_buffer;
     http::response_parser<http::buffer_body> response_parser;
+    if (ex.head.method() == http::verb::head) response_parser.skip(true);  // no body follows
     response_parser.body_limit(net::kNoBodyLimit);
     response_parser.header_limit(64 * 1024);
     http::read_header(upstream, upstream_buffer, response_parser, ec);
     if (ec == http::error::need_buffer) ec = {};
     if (ec) {
-      restore_close();
       ex.keep_alive = false;
       return SendError(ex, http::status::bad_gateway, "UNAVAILABLE",
                        "the workspace is not answering");
@@ -1649,11 +1656,17 @@ class EdgeServer::Impl {
       ex.keep_alive = false;
       return false;
     }
-    head.keep_alive(client_keep_alive && ex.keep_alive);
+    // The client's connection stays open only if the answer's end can be told without closing
+    // it (a length or chunks; a body-less answer).
+    const int code = head.result_int();
+    const bool delimited = response_parser.chunked() ||
+                           response_parser.content_length().has_value() ||
+                           ex.head.method() == http::verb::head || code == 204 || code == 304 ||
+                           code < 200;
+    head.keep_alive(client_keep_alive && ex.keep_alive && delimited);
     net::RelayMessage(*ex.socket, upstream, upstream_buffer, response_parser, ec,
                       [&ex](size_t n) { ex.entry->bytes_sent += static_cast<int64_t>(n); });
-    Count(ex, head.result_int());
-    restore_close();
+    Count(ex, code);
     if (backends_.on_activity) {
       const int64_t bytes = ex.entry->bytes_received.load() - received_before +
                             ex.entry->bytes_sent.load() - sent_before;
@@ -1691,17 +1704,15 @@ class EdgeServer::Impl {
     tcp::socket& client = *ex.socket;
     std::shared_ptr<ConnectionEntry> entry = ex.entry;
     auto frames_down = std::make_shared<WebSocketFrames>(UINT64_MAX);
-    std::atomic<bool> closing_down{false};
+    // Shared with the entry's close, which may run on another thread until Forward restores it.
+    auto closing_down = std::make_shared<std::atomic<bool>>(false);
     const int upstream_fd = upstream.native_handle();
     const int client_fd = client.native_handle();
     // Closing stops the upstream first; the downstream pump then ends the client side cleanly.
     registry_.Update(entry->id, [&](ConnectionEntry& e) {
-      e.close = [upstream_fd, client_fd, &closing_down](const std::string&) {
-        closing_down = true;
+      e.close = [upstream_fd, closing_down](const std::string&) {
+        *closing_down = true;
         ::shutdown(upstream_fd, SHUT_RDWR);
-        // If the downstream pump is stuck writing to a slow client, the watchdog's second
-        // pass cuts the client too.
-        (void)client_fd;
       };
     });
     const scalerpb::ActivitySource up_source = plan.kind == ConnectionKind::kTerminal
@@ -1715,7 +1726,7 @@ class EdgeServer::Impl {
         const size_t n = client.read_some(asio::buffer(piece), ec);
         if (n > 0) {
           if (!frames.Feed(piece.data(), n)) {
-            closing_down = true;
+            *closing_down = true;
             break;
           }
           asio::write(upstream, asio::buffer(piece.data(), n), ec);
@@ -1746,7 +1757,7 @@ class EdgeServer::Impl {
       }
       if (ec) break;
     }
-    if ((closing_down || entry->closing) && frames_down->AtBoundary()) {
+    if ((*closing_down || entry->closing) && frames_down->AtBoundary()) {
       const std::string frame = CloseFrame(1008, "session ended");
       boost::system::error_code ignored;
       asio::write(client, asio::buffer(frame), ignored);

@@ -65,6 +65,7 @@ void ForwardToTool(int port, http::request_parser<http::empty_body>& header,
   }
   beast::flat_buffer tool_buffer;
   http::response_parser<http::buffer_body> response_parser;
+  if (request_parser.get().method() == http::verb::head) response_parser.skip(true);
   response_parser.body_limit(net::kNoBodyLimit);
   response_parser.header_limit(64 * 1024);
   http::read_header(tool, tool_buffer, response_parser, ec);

@@ -390,6 +390,16 @@ TEST_F(BrowserEdgeTest, TheWorkspaceSeesNoPlatformCredentialAndOnlyTheProxysIden
   EXPECT_EQ(headers.value("x-forwarded-host", ""), absl::StrCat("127.0.0.1:", port_));
   EXPECT_EQ(headers.value("x-forwarded-proto", ""), "http");
   EXPECT_EQ(headers.value("cookie", ""), "app=1") << "platform cookies are stripped";
+  // A HEAD through the workspace, then another request on the same connection: the answer's
+  // end is found without waiting for a body.
+  const std::string two = RawExchange(
+      port_, absl::StrCat("HEAD /w/", alice_ws_, "/echo HTTP/1.1\r\nHost: 127.0.0.1:", port_,
+                          "\r\nCookie: ", alice_->CookieHeader(), "\r\n\r\nGET /healthz HTTP/1.1\r\n",
+                          "Host: 127.0.0.1:", port_, "\r\nConnection: close\r\n\r\n"),
+      absl::Seconds(10));
+  EXPECT_TRUE(absl::StartsWith(two, "HTTP/1.1 200")) << two.substr(0, 80);
+  EXPECT_THAT(two, HasSubstr("\r\n\r\nHTTP/1.1 200 OK")) << "the second request was not answered";
+  EXPECT_TRUE(absl::EndsWith(two, "ok\n")) << two;
   for (const char* gone : {"forwarded", "x-real-ip", "x-remote-user", "x-auth-request-user",
                            "x-auth-request-email", "x-tidepool-credential",
                            "x-tidepool-preview-port", "x-openclaw-token", "authorization"}) {
