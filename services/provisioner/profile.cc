@@ -14,7 +14,9 @@ namespace {
 
 const std::set<std::string>& Placeholders() {
   static const auto* const kNames =
-      new std::set<std::string>{"workspace_id", "owner_user_id", "timezone", "profile"};
+      new std::set<std::string>{"workspace_id",     "owner_user_id",    "timezone",
+                                "profile",          "tool_credential",  "model_server_url",
+                                "model_server_model", "capabilities"};
   return *kNames;
 }
 

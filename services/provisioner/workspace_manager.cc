@@ -257,14 +257,28 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
   return spec;
 }
 
-absl::Status WorkspaceManager::Stamp(const WorkspaceRecord& workspace, const ToolProfile& profile) {
+absl::StatusOr<uint64_t> WorkspaceManager::Stamp(const WorkspaceRecord& workspace,
+                                                 const ToolProfile& profile) {
   const std::string dir = absl::StrCat(options_.dir, "/stamps/", workspace.workspace_id);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  const std::map<std::string, std::string> values = {{"workspace_id", workspace.workspace_id},
-                                                     {"owner_user_id", workspace.owner_user_id},
-                                                     {"timezone", workspace.timezone},
-                                                     {"profile", profile.name}};
+  const std::string workspace_key =
+      DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id);
+  std::string capabilities;
+  {
+    absl::MutexLock lock(&capabilities_mu_);
+    capabilities = capabilities_[workspace.workspace_id];  // "" until StampSecrets has run
+  }
+  if (capabilities.empty()) capabilities = "[]";
+  const std::map<std::string, std::string> values = {
+      {"workspace_id", workspace.workspace_id},
+      {"owner_user_id", workspace.owner_user_id},
+      {"timezone", workspace.timezone},
+      {"profile", profile.name},
+      {"tool_credential", crypto::HexEncode(crypto::HmacSha256(workspace_key, "tool-credential"))},
+      {"model_server_url", options_.model_server_url},
+      {"model_server_model", options_.model_server_model},
+      {"capabilities", capabilities}};
   const std::string manifest_path = absl::StrCat(dir, "/", kStampManifestName);
   supervisorpb::StampManifest previous;
   if (absl::StatusOr<std::string> text = ReadFileToString(manifest_path); text.ok()) {
@@ -273,8 +287,7 @@ absl::Status WorkspaceManager::Stamp(const WorkspaceRecord& workspace, const Too
   supervisorpb::StampManifest manifest;
   manifest.set_generation(previous.generation() + 1);
   manifest.set_profile(profile.name);
-  const std::string digest_key =
-      DeriveStampDigestKey(DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id));
+  const std::string digest_key = DeriveStampDigestKey(workspace_key);
   for (const StampedFileTemplate& file : profile.files) {
     TP_ASSIGN_OR_RETURN(std::string text, RenderTemplate(file.text, values));
     const std::string path = absl::StrCat(dir, "/", file.path);
@@ -291,7 +304,8 @@ absl::Status WorkspaceManager::Stamp(const WorkspaceRecord& workspace, const Too
   google::protobuf::util::JsonPrintOptions print;
   print.add_whitespace = true;
   (void)google::protobuf::util::MessageToJsonString(manifest, &json, print);
-  return WriteFileAtomically(manifest_path, json, 0644);
+  TP_RETURN_IF_ERROR(WriteFileAtomically(manifest_path, json, 0644));
+  return manifest.generation();
 }
 
 void WorkspaceManager::RestartUnresponsive(const std::string& workspace_id) {
@@ -440,7 +454,9 @@ void WorkspaceManager::PollConfigGuards() {
   }
 }
 
-absl::StatusOr<bool> WorkspaceManager::StampSecrets(const WorkspaceRecord& workspace) {
+absl::StatusOr<bool> WorkspaceManager::StampSecrets(const WorkspaceRecord& workspace,
+                                                    bool* capabilities_changed) {
+  if (capabilities_changed != nullptr) *capabilities_changed = false;
   const std::string dir = SecretsDir(workspace.workspace_id);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -465,6 +481,16 @@ absl::StatusOr<bool> WorkspaceManager::StampSecrets(const WorkspaceRecord& works
   }
   std::map<std::string, std::pair<std::string, bool>> env;  // name -> (value, reloadable)
   nlohmann::json config = nlohmann::json::object();
+  std::set<std::string> providers;
+  for (const WorkspaceSecret& secret : *secrets) providers.insert(secret.provider_id);
+  {
+    const std::string list = nlohmann::json(providers).dump();
+    absl::MutexLock lock(&capabilities_mu_);
+    std::string& known = capabilities_[workspace.workspace_id];
+    // Never seen (a first start, or a provisioner restart) counts as none.
+    if (capabilities_changed != nullptr) *capabilities_changed = (known.empty() ? "[]" : known) != list;
+    known = list;
+  }
   for (const WorkspaceSecret& secret : *secrets) {
     if (secret.value.find_first_of(std::string("\n\r\0", 3)) != std::string::npos) {
       LogWarning("skipped a key whose value spans lines",
@@ -523,7 +549,24 @@ absl::Status WorkspaceManager::OnSecretsChanged(const std::string& owner_user_id
   if (!workspace.has_value() || workspace->state != commonpb::WORKSPACE_STATE_RUNNING) {
     return absl::OkStatus();  // stamped at the next start
   }
-  TP_ASSIGN_OR_RETURN(bool restart, StampSecrets(*workspace));
+  bool capabilities_changed = false;
+  TP_ASSIGN_OR_RETURN(bool restart, StampSecrets(*workspace, &capabilities_changed));
+  if (capabilities_changed) {
+    // The profile's files name what the keys unlock: stamp them again and have the guard
+    // install the new generation (the tool restarts below if a key needs it).
+    auto profile = options_.profiles.find(workspace->profile);
+    if (profile != options_.profiles.end()) {
+      TP_ASSIGN_OR_RETURN(uint64_t generation, Stamp(*workspace, profile->second));
+      TP_ASSIGN_OR_RETURN(
+          SupervisorReply updated,
+          CallSupervisor(workspace->workspace_id, "UpdateStamp",
+                         absl::StrCat("{\"generation\":\"", generation, "\"}"), absl::Seconds(15)));
+      if (updated.status != 200) {
+        return absl::UnavailableError(
+            absl::StrCat("the supervisor did not take the new stamp (HTTP ", updated.status, ")"));
+      }
+    }
+  }
   if (!restart) return absl::OkStatus();
   TP_ASSIGN_OR_RETURN(SupervisorReply reply,
                       CallSupervisor(workspace->workspace_id, "RestartTool",
@@ -562,8 +605,12 @@ absl::Status WorkspaceManager::BringUp(const WorkspaceRecord& workspace) {
   if (status.phase == SandboxPhase::kRunning && SupervisorReady(workspace.workspace_id)) {
     return absl::OkStatus();  // re-adopted
   }
-  TP_RETURN_IF_ERROR(Stamp(workspace, profile->second));
-  TP_RETURN_IF_ERROR(StampSecrets(workspace).status());
+  TP_RETURN_IF_ERROR(Stamp(workspace, profile->second).status());
+  bool capabilities_changed = false;
+  TP_RETURN_IF_ERROR(StampSecrets(workspace, &capabilities_changed).status());
+  // The profile's files name the capabilities the keys unlock: stamp them again, before the
+  // sandbox starts, when the keys turned out to unlock something else.
+  if (capabilities_changed) TP_RETURN_IF_ERROR(Stamp(workspace, profile->second).status());
   TP_RETURN_IF_ERROR(runtime_.Create(SpecFor(workspace, profile->second)));
   TP_RETURN_IF_ERROR(runtime_.Start(workspace.workspace_id));
   const absl::Time deadline = absl::Now() + options_.ready_timeout;

@@ -48,6 +48,9 @@ struct WorkspaceManagerOptions {
   // read-only at /run/tidepool-egress in every sandbox, whose supervisor relays the tool's
   // HTTP(S)_PROXY (127.0.0.1:kEgressRelayPort) there. Empty: <dir>/../egress.
   std::string egress_socket_dir;
+  // The admin's shared model server (model_server.*), for the profiles' templates.
+  std::string model_server_url;
+  std::string model_server_model;
   // How often the config guards' tamper events are pulled from running supervisors and
   // audited (the sandbox cannot call out). Zero disables it.
   absl::Duration guard_poll_interval = absl::Seconds(1);
@@ -140,11 +143,18 @@ class WorkspaceManager {
   void WorkerLoop();
   void Reconcile(const std::string& workspace_id);
   absl::Status BringUp(const WorkspaceRecord& workspace);
-  absl::Status Stamp(const WorkspaceRecord& workspace, const ToolProfile& profile);
+  // Renders the profile's files for the workspace and its owner and writes them with a new
+  // manifest generation; returns the generation. Placeholders: workspace_id, owner_user_id,
+  // timezone, profile, tool_credential (a secret derived from the workspace key, for the tool's
+  // own authentication), model_server_url, model_server_model, and capabilities (a JSON array
+  // of the catalogue providers the owner has keys for, as StampSecrets last saw them).
+  absl::StatusOr<uint64_t> Stamp(const WorkspaceRecord& workspace, const ToolProfile& profile);
   // Writes the owner's keys for the profile into the workspace's secrets directory. Returns
   // whether the tool must restart to see the change (false when nothing changed or every
-  // changed key applies without a restart).
-  absl::StatusOr<bool> StampSecrets(const WorkspaceRecord& workspace);
+  // changed key applies without a restart). `capabilities_changed`, if not null, tells whether
+  // the set of providers with keys changed (the profile's files are then stamped again).
+  absl::StatusOr<bool> StampSecrets(const WorkspaceRecord& workspace,
+                                    bool* capabilities_changed = nullptr);
   std::string SecretsDir(const std::string& workspace_id) const;
   SandboxSpec SpecFor(const WorkspaceRecord& workspace, const ToolProfile& profile) const;
   bool SupervisorReady(const std::string& workspace_id);
@@ -173,6 +183,9 @@ class WorkspaceManager {
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
   std::vector<std::thread> workers_;
   std::unique_ptr<PeriodicTask> guard_poller_;
+  // Per workspace, the providers its owner has keys for (a JSON array), for stamping.
+  absl::Mutex capabilities_mu_;
+  std::map<std::string, std::string> capabilities_ ABSL_GUARDED_BY(capabilities_mu_);
   // Per workspace: the supervisor's boot id and the last guard event audited.
   absl::Mutex guard_mu_;
   std::map<std::string, std::pair<std::string, uint64_t>> guard_seen_ ABSL_GUARDED_BY(guard_mu_);

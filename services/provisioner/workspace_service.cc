@@ -384,6 +384,8 @@ ServiceDefinition ProvisionerServiceDefinition() {
     absl::StatusOr<std::string> key = LoadOrCreateKey(dir + "/platform.key");
     if (!key.ok()) return key.status();
     options.platform_key = *std::move(key);
+    options.model_server_url = context.config.model_server.base_url;
+    options.model_server_model = context.config.model_server.default_model;
     options.limits.memory_bytes = context.config.provisioner.memory_limit_mib * (1LL << 20);
     options.limits.pids = context.config.provisioner.pids_limit;
     options.limits.cpus = context.config.provisioner.cpu_millicores / 1000.0;

@@ -23,6 +23,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
+#include "nlohmann/json.hpp"
 #include "gtest/gtest.h"
 #include "google/protobuf/util/json_util.h"
 #include "lib/crypto/crypto.h"
@@ -658,6 +659,55 @@ TEST_F(WorkspaceSecretsTest, KeysReachTheToolAndAChangeRestartsItOnlyWhenItMust)
   ASSERT_THAT(manager_->OnSecretsChanged(kAlice), IsOk());
   const std::string after = EnvOnceContains(workspace.workspace_id, "PATH=");
   EXPECT_THAT(after, ::testing::Not(HasSubstr("ANTHROPIC_API_KEY")));
+}
+
+TEST_F(WorkspaceSecretsTest, TheProfileIsRenderedForItsOwnerAndRestampedWhenTheirKeysChange) {
+  manager_->Stop();
+  options_.model_server_url = "http://10.0.0.5:8000/v1";
+  options_.model_server_model = "tiny-instruct";
+  StartManager();
+  secrets_.Set({Key("anthropic", "sk-ant-first-value-000000", {"ANTHROPIC_API_KEY"}, {}, false)});
+  auto running = [&](const std::string& owner) {
+    absl::StatusOr<EnsureOutcome> outcome = manager_->Ensure(owner, "stampvars", "Asia/Tokyo");
+    EXPECT_THAT(outcome, IsOk());
+    absl::StatusOr<WorkspaceRecord> settled = manager_->AwaitSettled(
+        outcome->workspace.workspace_id, absl::Now() + absl::Seconds(30));
+    EXPECT_THAT(settled, IsOk());
+    return *settled;
+  };
+  const WorkspaceRecord alice = running(kAlice);
+  ASSERT_EQ(alice.state, commonpb::WORKSPACE_STATE_RUNNING);
+  // The copy the guard installed in the volume, once it says `needle`.
+  auto installed = [&](const std::string& id, const std::string& needle) {
+    std::string text;
+    const absl::Time deadline = absl::Now() + absl::Seconds(15);
+    while (absl::Now() < deadline) {
+      std::ifstream in(manager_->VolumeDir(id) + "/.config/stampvars.json");
+      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      if (text.find(needle) != std::string::npos) break;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return nlohmann::json::parse(text, nullptr, false);
+  };
+  nlohmann::json seen = installed(alice.workspace_id, "anthropic");
+  ASSERT_TRUE(seen.is_object());
+  EXPECT_EQ(seen["owner"], kAlice);
+  EXPECT_EQ(seen["tz"], "Asia/Tokyo");
+  EXPECT_EQ(seen["model"]["url"], "http://10.0.0.5:8000/v1");
+  EXPECT_EQ(seen["model"]["name"], "tiny-instruct");
+  EXPECT_EQ(seen["capabilities"], nlohmann::json::array({"anthropic"}));
+  const std::string token = seen["token"];
+  EXPECT_EQ(token.size(), 64u);
+  // Each workspace has its own tool credential.
+  const WorkspaceRecord bob = running(kBob);
+  EXPECT_NE(installed(bob.workspace_id, "token")["token"], token);
+  // A new key unlocks a capability: the file is stamped again and the guard installs it.
+  secrets_.Set({Key("anthropic", "sk-ant-first-value-000000", {"ANTHROPIC_API_KEY"}, {}, false),
+                Key("brave", "BSA-brave-key-0000000000", {}, {"plugins.entries.brave.apiKey"}, true)});
+  ASSERT_THAT(manager_->OnSecretsChanged(kAlice), IsOk());
+  seen = installed(alice.workspace_id, "brave");
+  EXPECT_EQ(seen["capabilities"], nlohmann::json::array({"anthropic", "brave"}));
+  EXPECT_EQ(seen["token"], token) << "the tool credential is stable across stamps";
 }
 
 TEST_F(WorkspaceSecretsTest, AToolWithAnHttpHealthCheckIsReportedHealthyOnceItAnswers) {
