@@ -1564,8 +1564,9 @@ class EdgeServer::Impl {
     });
     PrepareUpstreamHeader(ex, endpoint, plan, email);
 
-    asio::io_context io;
-    local::socket upstream(io);
+    // Blocking I/O only: the client socket's io_context serves (no reactor of its own per
+    // request).
+    local::socket upstream(ex.socket->get_executor());
     boost::system::error_code ec;
     upstream.connect(local::endpoint(endpoint.socket_path), ec);
     if (ec) {

@@ -47,8 +47,7 @@ void ForwardToTool(int port, http::request_parser<http::empty_body>& header,
   for (const std::string& name : platform_headers) request.erase(name);
   const bool upgrade = beast::websocket::is_upgrade(request);
 
-  asio::io_context io;
-  tcp::socket tool(io);
+  tcp::socket tool(client.get_executor());  // blocking I/O: no io_context of its own
   boost::system::error_code ec;
   tool.connect({asio::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)}, ec);
   if (ec) {
