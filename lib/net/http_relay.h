@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -33,19 +34,20 @@ void RelayMessage(Output& output, Input& input, boost::beast::flat_buffer& buffe
                   boost::beast::http::parser<kIsRequest, boost::beast::http::buffer_body>& parser,
                   boost::system::error_code& ec, OnBytes&& on_bytes) {
   namespace http = boost::beast::http;
-  std::vector<char> piece(kRelayPiece);
+  // Not zeroed: every byte is written by a read before it is sent.
+  const std::unique_ptr<char[]> piece = std::make_unique_for_overwrite<char[]>(kRelayPiece);
   http::serializer<kIsRequest, http::buffer_body> serializer(parser.get());
   do {
     size_t got = 0;
     if (!parser.is_done()) {
-      parser.get().body().data = piece.data();
-      parser.get().body().size = piece.size();
+      parser.get().body().data = piece.get();
+      parser.get().body().size = kRelayPiece;
       http::read(input, buffer, parser, ec);
       if (ec == http::error::need_buffer) ec = {};
       if (ec) return;
-      got = piece.size() - parser.get().body().size;
+      got = kRelayPiece - parser.get().body().size;
       parser.get().body().size = got;
-      parser.get().body().data = piece.data();
+      parser.get().body().data = piece.get();
       parser.get().body().more = !parser.is_done();
     } else {
       parser.get().body().data = nullptr;

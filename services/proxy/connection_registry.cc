@@ -77,7 +77,7 @@ int ConnectionRegistry::CloseAll(const std::string& reason) {
 int ConnectionRegistry::CloseExpired(absl::Time now) {
   return CloseIf(
       [now](const ConnectionEntry& e) {
-        return e.deadline <= now ||
+        return e.deadline_unix_micros.load() <= absl::ToUnixMicros(now) ||
                now - absl::FromUnixMicros(e.last_activity_unix_micros.load()) > e.idle_limit;
       },
       "deadline");

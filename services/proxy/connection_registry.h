@@ -42,8 +42,13 @@ struct ConnectionEntry {
   std::atomic<int64_t> bytes_received{0};
   std::atomic<int64_t> bytes_sent{0};
   std::atomic<int64_t> last_activity_unix_micros{0};
-  // When the watchdog ends it (the header, idle or lifetime deadline); InfiniteFuture: never.
-  absl::Time deadline = absl::InfiniteFuture();
+  // When the watchdog ends it (the header, idle or lifetime deadline), in Unix microseconds;
+  // the owning thread sets it without the registry's lock. kNoDeadline: never.
+  static constexpr int64_t kNoDeadline = INT64_MAX;
+  std::atomic<int64_t> deadline_unix_micros{kNoDeadline};
+  void SetDeadline(absl::Time at) {
+    deadline_unix_micros = at == absl::InfiniteFuture() ? kNoDeadline : absl::ToUnixMicros(at);
+  }
   // Closes it (shuts its sockets down so that blocked reads return); `reason` is a short
   // code. Called with the registry's lock held: must not call back into the registry.
   std::function<void(const std::string& reason)> close;

@@ -6,6 +6,7 @@
 #include <sys/time.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
@@ -374,10 +375,19 @@ class EdgeServer::Impl {
 
   void SetMetrics() {
     if (backends_.metrics == nullptr) return;
-    requests_family_ = &prometheus::BuildCounter()
-                            .Name("tidepool_edge_requests_total")
-                            .Help("Browser requests answered by the edge, by route and status class.")
-                            .Register(*backends_.metrics);
+    prometheus::Family<prometheus::Counter>& requests =
+        prometheus::BuildCounter()
+            .Name("tidepool_edge_requests_total")
+            .Help("Browser requests answered by the edge, by route and status class.")
+            .Register(*backends_.metrics);
+    // Made once: counting a request is then a lookup in a map nobody writes, and an increment.
+    for (const char* route : {"healthz", "metrics", "auth", "api", "preview_auth", "workspace",
+                              "static", "preview", "misdirected", "other"}) {
+      std::array<prometheus::Counter*, 6>& by_class = request_counters_[route];
+      for (int klass = 1; klass <= 5; ++klass) {
+        by_class[klass] = &requests.Add({{"route", route}, {"code", absl::StrCat(klass, "xx")}});
+      }
+    }
     connections_family_ = &prometheus::BuildGauge()
                                .Name("tidepool_edge_open_connections")
                                .Help("Open browser connections, by kind.")
@@ -508,7 +518,7 @@ class EdgeServer::Impl {
     entry->source_address = ec ? "" : remote.address().to_string();
     const int fd = socket.native_handle();
     entry->close = [fd](const std::string&) { ::shutdown(fd, SHUT_RDWR); };
-    entry->deadline = Now() + options_.header_timeout;
+    entry->SetDeadline(Now() + options_.header_timeout);
     const uint64_t id = registry_.Add(entry);
     SetSocketTimeout(fd, options_.keep_alive_idle);
 
@@ -531,7 +541,7 @@ class EdgeServer::Impl {
         }
         break;
       }
-      registry_.Update(id, [](ConnectionEntry& e) { e.deadline = absl::InfiniteFuture(); });
+      entry->SetDeadline(absl::InfiniteFuture());
       entry->last_activity_unix_micros = absl::ToUnixMicros(Now());
       Exchange exchange;
       exchange.socket = &socket;
@@ -543,9 +553,7 @@ class EdgeServer::Impl {
       exchange.request_id = NewRequestId();
       const bool keep_alive = Handle(exchange);
       if (!keep_alive || entry->closing) break;
-      registry_.Update(id, [this](ConnectionEntry& e) {
-        e.deadline = Now() + options_.keep_alive_idle;
-      });
+      entry->SetDeadline(Now() + options_.keep_alive_idle);
     }
     registry_.Remove(id);
     socket.shutdown(tcp::socket::shutdown_both, ec);
@@ -586,9 +594,10 @@ class EdgeServer::Impl {
   }
 
   void Count(const Exchange& ex, int status) {
-    if (requests_family_ == nullptr) return;
-    requests_family_->Add({{"route", ex.route}, {"code", absl::StrCat(status / 100, "xx")}})
-        .Increment();
+    auto it = request_counters_.find(ex.route);
+    const int klass = status / 100;
+    if (it == request_counters_.end() || klass < 1 || klass > 5) return;
+    it->second[klass]->Increment();
   }
 
   Response Make(const Exchange& ex, http::status status, absl::string_view content_type,
@@ -1149,7 +1158,7 @@ class EdgeServer::Impl {
   grpc::Status Owner(const Exchange& ex, const SessionIdentity& identity,
                      const std::string& workspace_id, std::string* owner) {
     {
-      absl::MutexLock lock(&cache_mu_);
+      absl::ReaderMutexLock lock(&cache_mu_);
       auto it = owners_.find(workspace_id);
       if (it != owners_.end() && it->second.second > Now()) {
         *owner = it->second.first;
@@ -1173,7 +1182,7 @@ class EdgeServer::Impl {
   grpc::Status FetchEndpoint(const Exchange& ex, const std::string& workspace_id,
                              Endpoint* endpoint, bool fresh) {
     if (!fresh) {
-      absl::MutexLock lock(&cache_mu_);
+      absl::ReaderMutexLock lock(&cache_mu_);
       auto it = endpoints_.find(workspace_id);
       if (it != endpoints_.end() && it->second.expires > Now()) {
         *endpoint = it->second;
@@ -1555,13 +1564,6 @@ class EdgeServer::Impl {
         endpoint.identity.user_value() == provpb::IDENTITY_VALUE_EMAIL) {
       email = EmailOf(ex, *plan.identity);
     }
-    registry_.Update(ex.entry->id, [&](ConnectionEntry& e) {
-      e.user_id = plan.identity->user_id;
-      e.session_id = plan.identity->session_id;
-      e.session_issued_at = plan.identity->issued_at;
-      e.workspace_id = plan.workspace_id;
-      if (plan.surface == Surface::kPreview) e.kind = ConnectionKind::kPreview;
-    });
     PrepareUpstreamHeader(ex, endpoint, plan, email);
 
     // Blocking I/O only: the client socket's io_context serves (no reactor of its own per
@@ -1585,14 +1587,21 @@ class EdgeServer::Impl {
     const int upstream_fd = upstream.native_handle();
     const int client_fd = ex.socket->native_handle();
     // While forwarding, closing the connection (revocation, shutdown) shuts both sockets.
-    registry_.Update(ex.entry->id, [upstream_fd, client_fd](ConnectionEntry& e) {
+    registry_.Update(ex.entry->id, [&](ConnectionEntry& e) {
+      e.user_id = plan.identity->user_id;
+      e.session_id = plan.identity->session_id;
+      e.session_issued_at = plan.identity->issued_at;
+      e.workspace_id = plan.workspace_id;
+      if (plan.surface == Surface::kPreview) e.kind = ConnectionKind::kPreview;
       e.close = [upstream_fd, client_fd](const std::string&) {
         ::shutdown(upstream_fd, SHUT_RDWR);
         ::shutdown(client_fd, SHUT_RDWR);
       };
     });
+    // The client keeps its idle timeout for plain HTTP; an upgraded connection (which ends
+    // with this exchange) gets the WebSocket one.
     SetSocketTimeout(upstream_fd, upgrade ? options_.websocket_idle : absl::Minutes(10));
-    SetSocketTimeout(client_fd, upgrade ? options_.websocket_idle : absl::Minutes(10));
+    if (upgrade) SetSocketTimeout(client_fd, options_.websocket_idle);
     // Whatever way this ends, the entry's close goes back to the client socket alone before the
     // upstream socket (declared above) is closed and its descriptor can be reused.
     struct RestoreClose {
@@ -1604,7 +1613,6 @@ class EdgeServer::Impl {
         impl->registry_.Update(ex.entry->id, [fd](ConnectionEntry& e) {
           e.close = [fd](const std::string&) { ::shutdown(fd, SHUT_RDWR); };
         });
-        SetSocketTimeout(fd, impl->options_.keep_alive_idle);
       }
     } restore_close{this, ex, client_fd};
 
@@ -1645,7 +1653,7 @@ class EdgeServer::Impl {
         e.kind = plan.kind;
         e.upgraded = true;
         e.idle_limit = options_.websocket_idle;
-        e.deadline = plan.identity->expires_at;  // never outlives the session
+        e.SetDeadline(plan.identity->expires_at);  // never outlives the session
       });
       http::response<http::empty_body> upgraded(head.base());
       http::response_serializer<http::empty_body> serializer(upgraded);
@@ -1719,45 +1727,65 @@ class EdgeServer::Impl {
     const scalerpb::ActivitySource up_source = plan.kind == ConnectionKind::kTerminal
                                                    ? scalerpb::ACTIVITY_SOURCE_TERMINAL_INPUT
                                                    : scalerpb::ACTIVITY_SOURCE_WEBSOCKET;
+    // Activity is summed here and handed on at most once a second (and at the end), not per
+    // read: a busy socket reads thousands of times a second.
+    struct ActivityTally {
+      const Impl* impl;
+      const ForwardPlan& plan;
+      int source;
+      int64_t bytes = 0;
+      int64_t reported_at = 0;  // Unix microseconds
+      void Add(size_t n, int64_t now) {
+        bytes += static_cast<int64_t>(n);
+        if (now - reported_at >= 1000000) Report(now);
+      }
+      void Report(int64_t now) {
+        if (bytes > 0 && impl->backends_.on_activity) {
+          impl->backends_.on_activity(plan.workspace_id, plan.identity->user_id, source, bytes);
+        }
+        bytes = 0;
+        reported_at = now;
+      }
+    };
     std::thread up([&] {
       WebSocketFrames frames(options_.max_websocket_message_bytes);
-      std::vector<char> piece(net::kRelayPiece);
+      const std::unique_ptr<char[]> piece = std::make_unique_for_overwrite<char[]>(net::kRelayPiece);
+      ActivityTally tally{this, plan, up_source};
       boost::system::error_code ec;
       for (;;) {
-        const size_t n = client.read_some(asio::buffer(piece), ec);
+        const size_t n = client.read_some(asio::buffer(piece.get(), net::kRelayPiece), ec);
         if (n > 0) {
-          if (!frames.Feed(piece.data(), n)) {
+          if (!frames.Feed(piece.get(), n)) {
             *closing_down = true;
             break;
           }
-          asio::write(upstream, asio::buffer(piece.data(), n), ec);
+          asio::write(upstream, asio::buffer(piece.get(), n), ec);
+          const int64_t now = absl::ToUnixMicros(Now());
           entry->bytes_received += static_cast<int64_t>(n);
-          entry->last_activity_unix_micros = absl::ToUnixMicros(Now());
-          if (backends_.on_activity) {
-            backends_.on_activity(plan.workspace_id, plan.identity->user_id, up_source,
-                                  static_cast<int64_t>(n));
-          }
+          entry->last_activity_unix_micros = now;
+          tally.Add(n, now);
         }
         if (ec) break;
       }
+      tally.Report(0);
       ::shutdown(upstream_fd, SHUT_RDWR);
     });
-    std::vector<char> piece(net::kRelayPiece);
+    const std::unique_ptr<char[]> piece = std::make_unique_for_overwrite<char[]>(net::kRelayPiece);
+    ActivityTally tally{this, plan, scalerpb::ACTIVITY_SOURCE_WEBSOCKET};
     boost::system::error_code ec;
     for (;;) {
-      const size_t n = upstream.read_some(asio::buffer(piece), ec);
+      const size_t n = upstream.read_some(asio::buffer(piece.get(), net::kRelayPiece), ec);
       if (n > 0) {
-        frames_down->Feed(piece.data(), n);
-        asio::write(client, asio::buffer(piece.data(), n), ec);
+        frames_down->Feed(piece.get(), n);
+        asio::write(client, asio::buffer(piece.get(), n), ec);
+        const int64_t now = absl::ToUnixMicros(Now());
         entry->bytes_sent += static_cast<int64_t>(n);
-        entry->last_activity_unix_micros = absl::ToUnixMicros(Now());
-        if (backends_.on_activity) {
-          backends_.on_activity(plan.workspace_id, plan.identity->user_id,
-                                scalerpb::ACTIVITY_SOURCE_WEBSOCKET, static_cast<int64_t>(n));
-        }
+        entry->last_activity_unix_micros = now;
+        tally.Add(n, now);
       }
       if (ec) break;
     }
+    tally.Report(0);
     if ((*closing_down || entry->closing) && frames_down->AtBoundary()) {
       const std::string frame = CloseFrame(1008, "session ended");
       boost::system::error_code ignored;
@@ -1873,7 +1901,7 @@ class EdgeServer::Impl {
   absl::Mutex refresh_mu_;
   std::map<std::string, std::shared_ptr<RefreshFlight>> refreshes_ ABSL_GUARDED_BY(refresh_mu_);
 
-  prometheus::Family<prometheus::Counter>* requests_family_ = nullptr;
+  std::map<std::string, std::array<prometheus::Counter*, 6>, std::less<>> request_counters_;
   prometheus::Family<prometheus::Gauge>* connections_family_ = nullptr;
   prometheus::Counter* closed_on_revocation_ = nullptr;
 };

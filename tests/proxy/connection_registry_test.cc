@@ -293,11 +293,11 @@ TEST(ConnectionRegistryTest, CloseExpiredByDeadline) {
   CloseLog log;
   const absl::Time now = T0() + absl::Minutes(10);
   auto past = MakeEntry({.label = "past"}, log);
-  past->deadline = now - absl::Seconds(1);
+  past->SetDeadline(now - absl::Seconds(1));
   auto at = MakeEntry({.label = "at"}, log);
-  at->deadline = now;
+  at->SetDeadline(now);
   auto future = MakeEntry({.label = "future"}, log);
-  future->deadline = now + absl::Seconds(1);
+  future->SetDeadline(now + absl::Seconds(1));
   auto never = MakeEntry({.label = "never"}, log);  // InfiniteFuture, infinite idle limit
   for (const auto& entry : {past, at, future, never}) {
     entry->last_activity_unix_micros = absl::ToUnixMicros(now);
