@@ -543,6 +543,58 @@ TEST_F(BrowserEdgeTest, PreviewsLiveOnTheirOwnHostWithAOneHostCookieMintedThroug
   EXPECT_EQ(tossed.body, "ok");
   ASSERT_EQ(tossed.set_cookies.size(), 1u);
   EXPECT_THAT(tossed.set_cookies[0], Not(HasSubstr("Domain")));
+  // A dev server's hot-reload WebSocket works on the preview host, from its own origin only.
+  const std::string hot_reload =
+      "const http = require('http'), crypto = require('crypto');\n"
+      "const server = http.createServer((q, r) => r.end('ok'));\n"
+      "server.on('upgrade', (q, socket) => {\n"
+      "  const key = crypto.createHash('sha1').update(q.headers['sec-websocket-key'] +\n"
+      "      '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');\n"
+      "  socket.write('HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\n' +\n"
+      "      'Connection: Upgrade\\r\\nSec-WebSocket-Accept: ' + key + '\\r\\n\\r\\n');\n"
+      "  socket.on('data', (d) => {\n"
+      "    const n = d[1] & 127, mask = d.subarray(2, 6);\n"
+      "    const text = Buffer.from(d.subarray(6, 6 + n).map((b, i) => b ^ mask[i % 4]));\n"
+      "    socket.write(Buffer.concat([Buffer.from([0x81, text.length]), text]));\n"
+      "  });\n"
+      "});\n"
+      "server.listen(8002, '127.0.0.1');\n";
+  EdgeRequest upload{.method = "PUT",
+                     .target = absl::StrCat("/w/", alice_ws_,
+                                            "/_tidepool/v1/upload?upload_id=hotreloadhotreloadhotreload2345"
+                                            "&path=hot.js&offset=0&total_size=",
+                                            hot_reload.size()),
+                     .body = hot_reload};
+  upload.headers.push_back({"Origin", origin_});
+  ASSERT_EQ(alice_->Send(upload).status, 200);
+  ASSERT_THAT(RunInTerminal(*alice_, alice_ws_, "(node ~/hot.js >/dev/null 2>&1 &) ; echo hot-$((3*3))",
+                            "hot-9"),
+              HasSubstr("hot-9"));
+  const std::string hot_host = PreviewHost(8002, alice_ws_);
+  EdgeBrowser hot_tab(port_);
+  EdgeResponse hot_hop = hot_tab.Send({.target = "/", .host = hot_host, .headers = {{"Accept", "text/html"}}});
+  ASSERT_EQ(hot_hop.status, 302);
+  const std::string hot_callback =
+      alice_->Get(hot_hop.Header("location").substr(origin_.size())).Header("location");
+  ASSERT_EQ(hot_tab.Send({.target = hot_callback.substr(hot_callback.find("/__tidepool")),
+                          .host = hot_host})
+                .status,
+            303);
+  absl::StatusOr<std::unique_ptr<EdgeBrowser::WebSocket>> hot;
+  const absl::Time hot_deadline = absl::Now() + absl::Seconds(15);
+  do {
+    hot = hot_tab.OpenWebSocket("/ws", absl::StrCat("http://", hot_host), hot_host);
+    if (!hot.ok()) absl::SleepFor(absl::Milliseconds(100));
+  } while (!hot.ok() && absl::Now() < hot_deadline);
+  ASSERT_THAT(hot, IsOk());
+  ASSERT_THAT((*hot)->Write("reload"), IsOk());
+  absl::StatusOr<std::string> reloaded = (*hot)->Read(absl::Seconds(5));
+  ASSERT_THAT(reloaded, IsOk());
+  EXPECT_EQ(*reloaded, "reload");
+  int hot_status = 0;
+  EXPECT_FALSE(hot_tab.OpenWebSocket("/ws", origin_, hot_host, true, &hot_status).ok())
+      << "the platform's origin is not the preview's";
+  EXPECT_EQ(hot_status, 403);
   // Reserved ports are never previews: the tool's own, the egress relay, privileged ones.
   for (int reserved : {8767, 3128, 22}) {
     EdgeBrowser reserved_tab(port_);
@@ -656,6 +708,23 @@ TEST_F(BrowserEdgeTest, EachPersonHasACapOnOpenWebSockets) {
     if (!reopened) absl::SleepFor(absl::Milliseconds(50));
   }
   EXPECT_TRUE(reopened);
+}
+
+TEST_F(BrowserEdgeTest, AWebSocketMessageOverSixteenMebibytesEndsTheConnection) {
+  WaitForTool(*alice_, alice_ws_);
+  absl::StatusOr<std::unique_ptr<EdgeBrowser::WebSocket>> socket =
+      alice_->OpenWebSocket(absl::StrCat("/w/", alice_ws_, "/ws"), origin_);
+  ASSERT_THAT(socket, IsOk());
+  const std::string fine(60000, 'f');
+  ASSERT_THAT((*socket)->Write(fine, /*binary=*/true), IsOk());
+  absl::StatusOr<std::string> echoed = (*socket)->Read(absl::Seconds(10));
+  ASSERT_THAT(echoed, IsOk());
+  EXPECT_EQ(echoed->size(), fine.size());
+  // The edge refuses at the frame's header: the rest of the 17 MiB cannot even be sent.
+  EXPECT_FALSE((*socket)->Write(std::string(17 << 20, 'x'), /*binary=*/true).ok())
+      << "the edge took a message over 16 MiB";
+  absl::StatusOr<std::string> after = (*socket)->Read(absl::Seconds(10));
+  EXPECT_FALSE(after.ok()) << "the connection outlived an oversized message";
 }
 
 TEST_F(BrowserEdgeTest, ARequestForASleepingWorkspaceWakesItAndWaits) {

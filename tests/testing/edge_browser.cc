@@ -41,7 +41,10 @@ class BeastWebSocket : public EdgeBrowser::WebSocket {
  public:
   BeastWebSocket(std::unique_ptr<asio::io_context> io,
                  std::unique_ptr<websocket::stream<tcp::socket>> ws)
-      : io_(std::move(io)), ws_(std::move(ws)) {}
+      : io_(std::move(io)), ws_(std::move(ws)) {
+    ws_->auto_fragment(false);  // one frame per message, as browsers send small ones
+    ws_->read_message_max(64 << 20);
+  }
 
   absl::Status Write(const std::string& text, bool binary) override {
     boost::system::error_code ec;
