@@ -5,6 +5,9 @@
 #include <set>
 #include <utility>
 
+#include <boost/asio/ip/network_v4.hpp>
+#include <boost/asio/ip/network_v6.hpp>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -102,6 +105,16 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
   schema.Int("proxy.max_websockets_per_user", &config.proxy.max_websockets_per_user, 1, 100000);
   schema.Duration("proxy.websocket_idle_timeout", &config.proxy.websocket_idle_timeout,
                   absl::Seconds(10), absl::Hours(24));
+  schema.StringList("proxy.trusted_forwarders", &config.proxy.trusted_forwarders,
+                    [](const std::string& v) -> std::string {
+                      boost::system::error_code ec;
+                      if (v.find(':') == std::string::npos) {
+                        (void)boost::asio::ip::make_network_v4(v, ec);
+                      } else {
+                        (void)boost::asio::ip::make_network_v6(v, ec);
+                      }
+                      return ec ? "must be an address range such as 10.0.0.0/8 or fd00::/8" : "";
+                    });
   schema.Duration("proxy.activity_flush_interval", &config.proxy.activity_flush_interval,
                   absl::Seconds(1), absl::Minutes(5));
   schema.String("model_server.base_url", &config.model_server.base_url,

@@ -115,6 +115,10 @@ struct ProxyConfig {
   absl::Duration websocket_idle_timeout = absl::Minutes(5);
   // How often workspace activity is sent to the scaler, batched.
   absl::Duration activity_flush_interval = absl::Seconds(10);
+  // The ingresses or load balancers in front of the edge ("10.0.0.0/8", "192.0.2.7/32"): for
+  // a connection from one of them, the person's address is the last one in X-Forwarded-For.
+  // Anyone else's X-Forwarded-For is ignored (and never reaches a workspace).
+  std::vector<std::string> trusted_forwarders;
 };
 
 // The admin's shared model server (section `model_server`), an OpenAI-compatible endpoint every

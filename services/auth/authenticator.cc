@@ -262,8 +262,10 @@ absl::StatusOr<Grant> Authenticator::CompleteSetup(absl::string_view setup_token
     return user.status();
   }
   password_throttle_.Forgive(*attempt);
-  TP_RETURN_IF_ERROR(AuditDurable(
-      AuthEvent("auth.setup_completed", commonpb::OUTCOME_SUCCESS, user->user_id, user->user_id)));
+  commonpb::AuditEvent completed =
+      AuthEvent("auth.setup_completed", commonpb::OUTCOME_SUCCESS, user->user_id, user->user_id);
+  completed.set_source_address(std::string(source_address.substr(0, 64)));
+  TP_RETURN_IF_ERROR(AuditDurable(std::move(completed)));
   TP_ASSIGN_OR_RETURN(std::string hash, hasher_.Hash(password));
   TP_RETURN_IF_ERROR(users_->SetPasswordHash(user->user_id, hash));
   if (!timezone.empty()) {

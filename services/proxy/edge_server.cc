@@ -21,6 +21,8 @@
 #include <utility>
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/ip/network_v4.hpp>
+#include <boost/asio/ip/network_v6.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/write.hpp>
@@ -267,6 +269,18 @@ class EdgeServer::Impl {
       }
     }
     cookies_ = CookieNamesFor(secure_);
+    for (const std::string& range : options_.trusted_forwarders) {
+      boost::system::error_code ec;
+      if (range.find(':') == std::string::npos) {
+        forwarders_v4_.push_back(asio::ip::make_network_v4(range, ec));
+      } else {
+        forwarders_v6_.push_back(asio::ip::make_network_v6(range, ec));
+      }
+      if (ec) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("proxy.trusted_forwarders: '", range, "' is not an address range"));
+      }
+    }
     if (!options_.preview_domain.empty()) {
       std::optional<std::string> domain = NormalizeHost(options_.preview_domain);
       if (!domain.has_value() || absl::StrContains(*domain, ':')) {
@@ -723,6 +737,7 @@ class EdgeServer::Impl {
     }
     ex.host = *host;
     ex.cookies = ParseCookies(ex.Header(http::field::cookie));
+    ex.source_address = SourceAddress(ex);
 
     if (platform_hosts_.count(ex.host) > 0) return HandlePlatform(ex);
     if (!preview_domain_.empty()) {
@@ -736,6 +751,43 @@ class EdgeServer::Impl {
     SkipBody(ex);
     return SendError(ex, http::status::misdirected_request, "INVALID_ARGUMENT",
                      "this server does not serve that host");
+  }
+
+  // The person's address: the peer's, or, when the peer is a trusted forwarder, the last
+  // address it put in X-Forwarded-For (the one it saw; earlier entries are the client's say).
+  std::string SourceAddress(const Exchange& ex) const {
+    const std::string& peer = ex.entry->source_address;
+    boost::system::error_code ec;
+    const asio::ip::address address = asio::ip::make_address(peer, ec);
+    if (ec) return peer;
+    bool trusted = false;
+    if (address.is_v4()) {
+      const asio::ip::network_v4 self(address.to_v4(), 32);
+      for (const asio::ip::network_v4& range : forwarders_v4_) {
+        trusted |= self == range || self.is_subnet_of(range);
+      }
+    } else {
+      const asio::ip::network_v6 self(address.to_v6(), 128);
+      for (const asio::ip::network_v6& range : forwarders_v6_) {
+        trusted |= self == range || self.is_subnet_of(range);
+      }
+    }
+    if (!trusted) return peer;
+    std::string forwarded;
+    for (const auto& field : ex.head) {
+      if (absl::EqualsIgnoreCase(
+              absl::string_view(field.name_string().data(), field.name_string().size()),
+              "x-forwarded-for")) {
+        forwarded = std::string(field.value());  // the last header line wins
+      }
+    }
+    absl::string_view last = forwarded;
+    if (const size_t comma = last.rfind(','); comma != absl::string_view::npos) {
+      last = last.substr(comma + 1);
+    }
+    last = absl::StripAsciiWhitespace(last);
+    const asio::ip::address client = asio::ip::make_address(std::string(last), ec);
+    return ec ? peer : client.to_string();
   }
 
   bool HandlePlatform(Exchange& ex) {
@@ -1588,6 +1640,7 @@ class EdgeServer::Impl {
     const int client_fd = ex.socket->native_handle();
     // While forwarding, closing the connection (revocation, shutdown) shuts both sockets.
     registry_.Update(ex.entry->id, [&](ConnectionEntry& e) {
+      e.source_address = ex.source_address;
       e.user_id = plan.identity->user_id;
       e.session_id = plan.identity->session_id;
       e.session_issued_at = plan.identity->issued_at;
@@ -1878,6 +1931,8 @@ class EdgeServer::Impl {
   std::set<std::string> platform_hosts_;
   std::set<std::string> origins_;
   std::set<int> preview_ports_;
+  std::vector<asio::ip::network_v4> forwarders_v4_;
+  std::vector<asio::ip::network_v6> forwarders_v6_;
 
   asio::io_context io_;
   tcp::acceptor acceptor_{io_};

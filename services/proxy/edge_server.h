@@ -49,6 +49,9 @@ struct EdgeOptions {
   std::string preview_domain;
   // The web UI's built files; empty or missing: a small built-in page.
   std::string web_root;
+  // Address ranges of the ingresses in front ("10.0.0.0/8"): a connection from one of them
+  // gets the last X-Forwarded-For address as the person's address.
+  std::vector<std::string> trusted_forwarders;
   // The key that signs preview tickets and preview cookies (32 bytes).
   std::string preview_key;
   size_t max_header_bytes = 16 * 1024;

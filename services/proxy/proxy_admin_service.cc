@@ -420,6 +420,7 @@ ServiceDefinition ProxyServiceDefinition() {
         if (std::filesystem::is_regular_file(built + "/index.html", ec)) edge_options.web_root = built;
       }
       edge_options.preview_key = *preview_key;
+      edge_options.trusted_forwarders = config.proxy.trusted_forwarders;
       edge_options.max_websockets_per_user = config.proxy.max_websockets_per_user;
       edge_options.websocket_idle = config.proxy.websocket_idle_timeout;
       EdgeBackends backends;

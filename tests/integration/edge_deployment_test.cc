@@ -15,6 +15,7 @@
 #include "tests/integration/platform_fixture.h"
 #include "tests/testing/edge_browser.h"
 #include "tests/testing/status_matchers.h"
+#include "tidepool/audit/v1/audit_service.grpc.pb.h"
 #include "tidepool/proxy/v1/proxy_admin_service.grpc.pb.h"
 
 namespace tidepool {
@@ -46,7 +47,8 @@ class EdgeDeploymentTest : public ::testing::Test {
         {{BinaryPath("tidepool"), "up"}}, {"proxy"}, absl::Seconds(60),
         tidepool::testing::AllPortsZeroConfig(
             "", absl::StrCat("platform:\n  public_url: https://", kHost, "\n"),
-            {{"proxy", absl::StrCat("  web_root: ", web, "\n  preview_domain: preview.example\n")}}));
+            {{"proxy", absl::StrCat("  web_root: ", web, "\n  preview_domain: preview.example\n"
+                                    "  trusted_forwarders: [\"127.0.0.0/8\"]\n")}}));
     ASSERT_THAT(platform, IsOk());
     platform_ = *std::move(platform);
     std::ifstream run(platform_->data_dir() + "/run/edge.json");
@@ -84,6 +86,8 @@ TEST_F(EdgeDeploymentTest, BehindTlsTheCookiesAreHostPrefixedAndSecure) {
                                 .dump(),
                     .host = kHost};
   setup.headers.push_back({"Origin", absl::StrCat("https://", kHost)});
+  // The ingress (a trusted forwarder here) says who it saw; earlier entries are the client's.
+  setup.headers.push_back({"X-Forwarded-For", "198.51.100.1, 203.0.113.9"});
   EdgeResponse signed_in = browser.Send(setup);
   ASSERT_EQ(signed_in.status, 200) << signed_in.body;
   ASSERT_EQ(signed_in.set_cookies.size(), 3u);
@@ -94,6 +98,27 @@ TEST_F(EdgeDeploymentTest, BehindTlsTheCookiesAreHostPrefixedAndSecure) {
     EXPECT_THAT(cookie, Not(HasSubstr("Domain")));
   }
   EXPECT_EQ(signed_in.Header("strict-transport-security"), "max-age=31536000");
+  // The sign-in is audited with the person's address, as the ingress saw it.
+  absl::StatusOr<TlsIdentity> cli = platform_->CliIdentity();
+  ASSERT_THAT(cli, IsOk());
+  absl::StatusOr<RunInfo> audit = platform_->Info("audit");
+  ASSERT_THAT(audit, IsOk());
+  auto audit_stub = audit::v1::AuditService::NewStub(DialPlatformService(*cli, audit->grpc));
+  bool recorded = false;
+  std::string seen;
+  const absl::Time audit_deadline = absl::Now() + absl::Seconds(10);
+  while (!recorded && absl::Now() < audit_deadline) {
+    audit::v1::QueryResponse events;
+    grpc::ClientContext context;
+    if (audit_stub->Query(&context, {}, &events).ok()) {
+      for (const auto& event : events.events()) {
+        if (!event.source_address().empty()) absl::StrAppend(&seen, event.source_address(), " ");
+        recorded |= event.source_address() == "203.0.113.9";
+      }
+    }
+    if (!recorded) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(recorded) << "addresses audited: " << seen;
   EdgeResponse me = Get(browser, "/auth/session");
   EXPECT_EQ(me.status, 200);
   EXPECT_THAT(me.body, HasSubstr("\"role\":\"admin\""));
