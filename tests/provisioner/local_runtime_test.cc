@@ -839,8 +839,10 @@ exec sleep 1000
     t.join();
   }
   EXPECT_EQ(ok.load(), 8);
-  // Every Start has returned, so any duplicate's bwrap processes exist by now: one sandbox is
-  // exactly two of them (the outer monitor and the namespace's init).
+  // Every Start has returned, so any duplicate's bwrap processes exist by now; once the
+  // sandbox's command has run (bwrap's short-lived setup child has exec'd by then), one sandbox
+  // is exactly two of them (the outer monitor and the namespace's init).
+  ASSERT_TRUE(WaitUntil([&] { return Exists(spec.socket_dir + "/starts"); }));
   if (runtime_->limits_enforced()) {
     int bwraps = 0;
     for (pid_t pid : runtime_->cgroups()->Pids(spec.workspace_id)) {
