@@ -259,8 +259,8 @@ class EdgeServer::Impl {
     if (!secure_) {
       if (!IsLoopbackHost(public_.host)) {
         return absl::InvalidArgumentError(
-            "public_url is plain http on a host that is not loopback: serve it as https (TLS "
-            "here or at an ingress in front)");
+            "public_url is plain http on a host that is not loopback: make it https (TLS at "
+            "an ingress in front of the edge)");
       }
       if (!options_.dev_mode) {
         return absl::InvalidArgumentError(
