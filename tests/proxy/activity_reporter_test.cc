@@ -20,6 +20,7 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
+#include "tests/testing/loopback_grpc_server.h"
 #include "tests/testing/fake_clock.h"
 #include "tidepool/scaler/v1/scaler_service.grpc.pb.h"
 
@@ -78,15 +79,11 @@ class RecordingScaler final : public scalerpb::ScalerService::Service {
 class ActivityReporterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(&scaler_);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    ASSERT_NE(port, 0);
-    channel_ =
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+    tidepool::testing::LoopbackGrpcServer started =
+        tidepool::testing::LoopbackGrpcServer::Start({&scaler_});
+    ASSERT_NE(started.server, nullptr);
+    server_ = std::move(started.server);
+    channel_ = started.channel;
   }
 
   void TearDown() override {

@@ -24,6 +24,7 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
+#include "tests/testing/loopback_grpc_server.h"
 #include "tidepool/auth/v1/auth_service.grpc.pb.h"
 #include "tidepool/provisioner/v1/workspace_service.grpc.pb.h"
 #include "tidepool/secrets/v1/secrets_service.grpc.pb.h"
@@ -257,16 +258,12 @@ google::protobuf::Struct ParseJson(const std::string& body) {
 class ApiGatewayTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    builder.RegisterService(&secrets_);
-    builder.RegisterService(&workspaces_);
-    builder.RegisterService(&auth_);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    ASSERT_GT(port_, 0);
-    channel_ =
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials());
+    tidepool::testing::LoopbackGrpcServer started =
+        tidepool::testing::LoopbackGrpcServer::Start({&secrets_, &workspaces_, &auth_});
+    ASSERT_NE(started.server, nullptr);
+    server_ = std::move(started.server);
+    port_ = started.port;
+    channel_ = started.channel;
   }
 
   void TearDown() override {

@@ -27,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "lib/crypto/crypto.h"
 #include "services/auth/session_token.h"
+#include "tests/testing/loopback_grpc_server.h"
 #include "tests/testing/fake_clock.h"
 #include "tests/testing/status_matchers.h"
 #include "tidepool/auth/v1/auth_service.grpc.pb.h"
@@ -415,14 +416,12 @@ class SessionAuthorityTest : public ::testing::Test {
     key_ = NewKey();
     fake_.PublishKeys({key_});
     fake_.SetCacheTtl(absl::Seconds(60));
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    builder.RegisterService(&fake_);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    ASSERT_GT(port_, 0);
-    channel_ =
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials());
+    tidepool::testing::LoopbackGrpcServer started =
+        tidepool::testing::LoopbackGrpcServer::Start({&fake_});
+    ASSERT_NE(started.server, nullptr);
+    server_ = std::move(started.server);
+    port_ = started.port;
+    channel_ = started.channel;
   }
 
   void TearDown() override {
@@ -938,14 +937,11 @@ TEST_F(SessionAuthorityTest, FollowsTheChannelProvider) {
   // A second auth replica with the same key.
   FakeAuthService other_fake(clock_);
   other_fake.PublishKeys({key_});
-  int other_port = 0;
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &other_port);
-  builder.RegisterService(&other_fake);
-  std::unique_ptr<grpc::Server> other_server = builder.BuildAndStart();
-  ASSERT_NE(other_server, nullptr);
-  std::shared_ptr<grpc::Channel> other_channel = grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", other_port), grpc::InsecureChannelCredentials());
+  tidepool::testing::LoopbackGrpcServer other =
+      tidepool::testing::LoopbackGrpcServer::Start({&other_fake});
+  ASSERT_NE(other.server, nullptr);
+  std::unique_ptr<grpc::Server> other_server = std::move(other.server);
+  std::shared_ptr<grpc::Channel> other_channel = other.channel;
 
   absl::Mutex mu;
   std::shared_ptr<grpc::Channel> current;  // none yet: auth is not reachable
