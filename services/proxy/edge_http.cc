@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -196,6 +197,34 @@ std::optional<std::string> NormalizeHost(absl::string_view host) {
     }
   }
   return lower;
+}
+
+std::pair<std::string, int> SplitHostPort(const std::string& authority) {
+  const size_t close = authority.rfind(']');
+  const size_t colon = authority.rfind(':');
+  if (colon != std::string::npos && (close == std::string::npos || colon > close)) {
+    int port = 0;
+    (void)absl::SimpleAtoi(authority.substr(colon + 1), &port);
+    return {authority.substr(0, colon), port};
+  }
+  return {authority, 0};
+}
+
+absl::StatusOr<UrlParts> ParseHttpUrl(absl::string_view url) {
+  UrlParts parts;
+  const size_t sep = url.find("://");
+  if (sep == absl::string_view::npos) return absl::InvalidArgumentError("not an absolute URL");
+  parts.scheme = absl::AsciiStrToLower(url.substr(0, sep));
+  if (parts.scheme != "http" && parts.scheme != "https") {
+    return absl::InvalidArgumentError("the scheme must be http or https");
+  }
+  absl::string_view rest = url.substr(sep + 3);
+  std::optional<std::string> authority = NormalizeHost(rest.substr(0, rest.find('/')));
+  if (!authority.has_value()) return absl::InvalidArgumentError("the host is malformed");
+  parts.authority = *authority;
+  std::tie(parts.host, parts.port) = SplitHostPort(parts.authority);
+  if (parts.port == 0) parts.port = parts.scheme == "https" ? 443 : 80;
+  return parts;
 }
 
 bool IsValidWorkspaceId(absl::string_view workspace_id) {

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -65,6 +66,20 @@ std::string UrlEncode(absl::string_view value);
 // Lower-cases a Host header value and checks it is a plausible "host[:port]" (letters, digits,
 // "-", ".", "_", or a bracketed IPv6 literal). nullopt if not.
 std::optional<std::string> NormalizeHost(absl::string_view host);
+
+// Splits a normalized "host[:port]" (see NormalizeHost) into host and port (0 when absent); an
+// IPv6 host keeps its brackets.
+std::pair<std::string, int> SplitHostPort(const std::string& authority);
+
+// The parts of an absolute http(s) URL that name its origin.
+struct UrlParts {
+  std::string scheme;     // "http" or "https"
+  std::string host;       // lower case, without the port (an IPv6 literal keeps its brackets)
+  std::string authority;  // host[:port] as written, lower case
+  int port = 0;           // explicit, else the scheme's default
+};
+// INVALID_ARGUMENT naming the problem for anything but "http(s)://host[:port][/...]".
+absl::StatusOr<UrlParts> ParseHttpUrl(absl::string_view url);
 
 // A preview host: "<port>-<workspace suffix>.<preview domain>", where the suffix is the 26
 // base32 characters after "ws_" and `preview_domain` may carry ":port" (development).

@@ -107,51 +107,6 @@ bool IsLoopbackHost(absl::string_view host) {
          absl::StartsWith(host, "127.");
 }
 
-// The parts of a URL the edge needs: "scheme://host[:port]".
-struct UrlParts {
-  std::string scheme;
-  std::string host;       // without the port, lower case
-  std::string authority;  // host[:port] as written, lower case
-  int port = 0;           // explicit or the scheme's default
-};
-
-absl::StatusOr<UrlParts> ParseUrl(absl::string_view url) {
-  UrlParts parts;
-  const size_t sep = url.find("://");
-  if (sep == absl::string_view::npos) return absl::InvalidArgumentError("not an absolute URL");
-  parts.scheme = absl::AsciiStrToLower(url.substr(0, sep));
-  if (parts.scheme != "http" && parts.scheme != "https") {
-    return absl::InvalidArgumentError("the scheme must be http or https");
-  }
-  absl::string_view rest = url.substr(sep + 3);
-  rest = rest.substr(0, rest.find('/'));
-  std::optional<std::string> authority = NormalizeHost(rest);
-  if (!authority.has_value()) return absl::InvalidArgumentError("the host is malformed");
-  parts.authority = *authority;
-  const size_t close = parts.authority.rfind(']');
-  const size_t colon = parts.authority.rfind(':');
-  if (colon != std::string::npos && (close == std::string::npos || colon > close)) {
-    parts.host = parts.authority.substr(0, colon);
-    (void)absl::SimpleAtoi(parts.authority.substr(colon + 1), &parts.port);
-  } else {
-    parts.host = parts.authority;
-    parts.port = parts.scheme == "https" ? 443 : 80;
-  }
-  return parts;
-}
-
-// Splits "host[:port]" (already normalized) into host and port (0 when absent).
-std::pair<std::string, int> SplitHostPort(const std::string& authority) {
-  const size_t close = authority.rfind(']');
-  const size_t colon = authority.rfind(':');
-  if (colon != std::string::npos && (close == std::string::npos || colon > close)) {
-    int port = 0;
-    (void)absl::SimpleAtoi(authority.substr(colon + 1), &port);
-    return {authority.substr(0, colon), port};
-  }
-  return {authority, 0};
-}
-
 // Recognizes the frame boundaries of one direction of a WebSocket (RFC 6455 section 5.2)
 // without buffering payloads: enough to close cleanly between frames and to bound messages.
 class WebSocketFrames {
@@ -241,15 +196,14 @@ enum class Surface { kPlatform, kPreview };
 
 class EdgeServer::Impl {
  public:
-  Impl(EdgeOptions options, EdgeBackends backends, Clock& clock)
+  Impl(EdgeOptions options, EdgeBackends backends)
       : options_(std::move(options)),
         backends_(std::move(backends)),
-        clock_(clock),
         unreachable_(grpc::CreateChannel("unix:/nonexistent/tidepool-unreachable",
                                          grpc::InsecureChannelCredentials())) {}
 
   absl::Status Configure() {
-    absl::StatusOr<UrlParts> url = ParseUrl(options_.public_url);
+    absl::StatusOr<UrlParts> url = ParseHttpUrl(options_.public_url);
     if (!url.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("public_url '", options_.public_url, "': ", url.status().message()));
@@ -757,6 +711,7 @@ class EdgeServer::Impl {
   // address it put in X-Forwarded-For (the one it saw; earlier entries are the client's say).
   std::string SourceAddress(const Exchange& ex) const {
     const std::string& peer = ex.entry->source_address;
+    if (forwarders_v4_.empty() && forwarders_v6_.empty()) return peer;
     boost::system::error_code ec;
     const asio::ip::address address = asio::ip::make_address(peer, ec);
     if (ec) return peer;
@@ -1920,7 +1875,6 @@ class EdgeServer::Impl {
 
   const EdgeOptions options_;
   const EdgeBackends backends_;
-  Clock& clock_;
   // Calls to a service that cannot be found go here and fail at once with UNAVAILABLE.
   const std::shared_ptr<grpc::Channel> unreachable_;
 
@@ -1966,11 +1920,11 @@ EdgeServer::EdgeServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 EdgeServer::~EdgeServer() { Stop(); }
 
 absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(EdgeOptions options,
-                                                              EdgeBackends backends, Clock& clock) {
+                                                              EdgeBackends backends) {
   if (backends.sessions == nullptr || backends.api == nullptr || !backends.channel_for) {
     return absl::InvalidArgumentError("the edge needs auth, provisioner, sessions and the API");
   }
-  auto impl = std::make_unique<Impl>(std::move(options), std::move(backends), clock);
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(backends));
   if (absl::Status configured = impl->Configure(); !configured.ok()) return configured;
   if (absl::Status bound = impl->Bind(); !bound.ok()) return bound;
   impl->SetMetrics();

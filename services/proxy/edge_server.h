@@ -14,7 +14,6 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/channel.h"
-#include "lib/clock.h"
 #include "services/proxy/api_gateway.h"
 #include "services/proxy/connection_registry.h"
 #include "services/proxy/session_authority.h"
@@ -86,7 +85,7 @@ class EdgeServer {
   // Validates the options, binds and starts serving. INVALID_ARGUMENT for bad options (the
   // message names the setting), UNAVAILABLE if the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<EdgeServer>> Start(EdgeOptions options,
-                                                           EdgeBackends backends, Clock& clock);
+                                                           EdgeBackends backends);
   ~EdgeServer();
 
   // The bound port.

@@ -21,6 +21,7 @@
 #include "services/auth/session_token.h"
 #include "services/proxy/activity_reporter.h"
 #include "services/proxy/api_gateway.h"
+#include "services/proxy/edge_http.h"
 #include "services/proxy/session_authority.h"
 #include "tidepool/provisioner/v1/workspace_service.grpc.pb.h"
 
@@ -221,24 +222,15 @@ grpc::Status ProxyAdminServiceImpl::GetEgressPolicy(grpc::ServerContext*,
 
 absl::StatusOr<std::optional<EgressRule>> ModelServerRule(const std::string& base_url) {
   if (base_url.empty()) return std::nullopt;
-  const size_t scheme = base_url.find("://");
-  if (scheme == std::string::npos) {
-    return absl::InvalidArgumentError("model_server.base_url must be an http(s) URL");
+  absl::StatusOr<UrlParts> url = ParseHttpUrl(base_url);
+  if (!url.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model_server.base_url: ", url.status().message()));
   }
-  const std::string rest = base_url.substr(scheme + 3);
-  const std::string authority = rest.substr(0, rest.find('/'));
   EgressRule rule;
   rule.origin = std::string(kEgressOriginModelServer);
-  rule.port = absl::StartsWith(base_url, "https://") ? 443 : 80;
-  const size_t close = authority.rfind(']');
-  const size_t colon = authority.rfind(':');
-  rule.host = authority;
-  if (colon != std::string::npos && (close == std::string::npos || colon > close)) {
-    rule.host = authority.substr(0, colon);
-    if (!absl::SimpleAtoi(authority.substr(colon + 1), &rule.port)) {
-      return absl::InvalidArgumentError("model_server.base_url has a malformed port");
-    }
-  }
+  rule.host = url->host;
+  rule.port = url->port;
   if (rule.host.size() > 2 && rule.host.front() == '[' && rule.host.back() == ']') {
     rule.host = rule.host.substr(1, rule.host.size() - 2);
   }
@@ -436,7 +428,7 @@ ServiceDefinition ProxyServiceDefinition() {
       };
       backends.metrics = &context.metrics;
       absl::StatusOr<std::unique_ptr<EdgeServer>> edge =
-          EdgeServer::Start(std::move(edge_options), std::move(backends), context.clock);
+          EdgeServer::Start(std::move(edge_options), std::move(backends));
       if (!edge.ok()) {
         return absl::Status(edge.status().code(),
                             absl::StrCat("browser edge: ", edge.status().message()));

@@ -849,3 +849,27 @@ TEST(EdgeHttpHtmlEscapeTest, EscapesTheFiveSpecialCharacters) {
 
 }  // namespace
 }  // namespace tidepool::proxy
+
+namespace tidepool::proxy {
+namespace {
+
+TEST(EdgeHttpParseHttpUrlTest, NamesTheOriginWithTheSchemesDefaultPort) {
+  absl::StatusOr<UrlParts> url = ParseHttpUrl("HTTPS://Tidepool.Example.com/path?q=1");
+  ASSERT_TRUE(url.ok());
+  EXPECT_EQ(url->scheme, "https");
+  EXPECT_EQ(url->host, "tidepool.example.com");
+  EXPECT_EQ(url->authority, "tidepool.example.com");
+  EXPECT_EQ(url->port, 443);
+  url = ParseHttpUrl("http://[::1]:8000/v1");
+  ASSERT_TRUE(url.ok());
+  EXPECT_EQ(url->host, "[::1]");
+  EXPECT_EQ(url->port, 8000);
+  for (const char* bad : {"ftp://host", "//host", "http://", "http://user@host/", "http://h:99999"}) {
+    EXPECT_FALSE(ParseHttpUrl(bad).ok()) << bad;
+  }
+  EXPECT_EQ(SplitHostPort("example.com:8080"), std::make_pair(std::string("example.com"), 8080));
+  EXPECT_EQ(SplitHostPort("[::1]"), std::make_pair(std::string("[::1]"), 0));
+}
+
+}  // namespace
+}  // namespace tidepool::proxy
