@@ -548,7 +548,10 @@ while True:
         if e.errno == errno.EAGAIN:
             refused += 1
             if refused == 3:
-                open("/run/tidepool/refused", "w").write("EAGAIN")
+                # Written whole, then renamed: the test polls for the name.
+                with open("/run/tidepool/refused.tmp", "w") as f:
+                    f.write("EAGAIN")
+                os.rename("/run/tidepool/refused.tmp", "/run/tidepool/refused")
     time.sleep(0.01)
 '
 )");
@@ -853,7 +856,8 @@ exec sleep 1000
     }
     EXPECT_EQ(bwraps, 2);
   }
-  ASSERT_TRUE(WaitUntil([&] { return Exists(spec.socket_dir + "/starts"); }));
+  // The shell creates the file before it writes the line; wait for the line itself.
+  ASSERT_TRUE(WaitUntil([&] { return !ReadFileOrEmpty(spec.socket_dir + "/starts").empty(); }));
   EXPECT_EQ(ReadFileOrEmpty(spec.socket_dir + "/starts"), "x\n");
 }
 
