@@ -52,6 +52,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "services/proxy/edge_http.h"
+#include "services/proxy/tunnel_loop.h"
 #include "tidepool/auth/v1/auth_service.grpc.pb.h"
 #include "tidepool/provisioner/v1/workspace_service.grpc.pb.h"
 #include "tidepool/proxy/v1/proxy_admin_service.pb.h"
@@ -105,71 +106,6 @@ std::string ContentTypeFor(const std::string& path) {
 bool IsLoopbackHost(absl::string_view host) {
   return host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
          absl::StartsWith(host, "127.");
-}
-
-// Recognizes the frame boundaries of one direction of a WebSocket (RFC 6455 section 5.2)
-// without buffering payloads: enough to close cleanly between frames and to bound messages.
-class WebSocketFrames {
- public:
-  explicit WebSocketFrames(uint64_t max_message) : max_message_(max_message) {}
-
-  // Accounts for `n` more bytes; false once a message grows past the limit or a header is
-  // malformed.
-  bool Feed(const char* data, size_t n) {
-    while (n > 0) {
-      if (remaining_ > 0) {
-        const uint64_t take = std::min<uint64_t>(remaining_, n);
-        remaining_ -= take;
-        data += take;
-        n -= take;
-        continue;
-      }
-      header_[header_size_++] = static_cast<unsigned char>(*data++);
-      --n;
-      if (header_size_ < 2) continue;
-      const unsigned length7 = header_[1] & 0x7f;
-      const size_t extended = length7 == 126 ? 2 : length7 == 127 ? 8 : 0;
-      const size_t needed = 2 + extended + ((header_[1] & 0x80) ? 4 : 0);
-      if (header_size_ < needed) continue;
-      uint64_t length = length7;
-      if (extended > 0) {
-        length = 0;
-        for (size_t i = 0; i < extended; ++i) length = (length << 8) | header_[2 + i];
-      }
-      const unsigned opcode = header_[0] & 0x0f;
-      const bool fin = (header_[0] & 0x80) != 0;
-      header_size_ = 0;
-      remaining_ = length;
-      if (opcode < 0x8) {  // data and continuation frames make up messages
-        message_ += length;
-        if (message_ > max_message_) return false;
-        if (fin) message_ = 0;
-      } else if (length > 125) {
-        return false;  // control frames are at most 125 bytes
-      }
-    }
-    return true;
-  }
-
-  bool AtBoundary() const { return remaining_ == 0 && header_size_ == 0; }
-
- private:
-  const uint64_t max_message_;
-  unsigned char header_[14] = {};
-  size_t header_size_ = 0;
-  uint64_t remaining_ = 0;
-  uint64_t message_ = 0;
-};
-
-// A server-to-client close frame with a status code and a short reason.
-std::string CloseFrame(uint16_t code, absl::string_view reason) {
-  std::string frame;
-  frame.push_back(static_cast<char>(0x88));
-  frame.push_back(static_cast<char>(2 + reason.size()));
-  frame.push_back(static_cast<char>(code >> 8));
-  frame.push_back(static_cast<char>(code & 0xff));
-  frame.append(reason.data(), reason.size());
-  return frame;
 }
 
 void SetSocketTimeout(int fd, absl::Duration timeout) {
@@ -1608,8 +1544,8 @@ class EdgeServer::Impl {
     });
     // The client keeps its idle timeout for plain HTTP; an upgraded connection (which ends
     // with this exchange) gets the WebSocket one.
-    SetSocketTimeout(upstream_fd, upgrade ? options_.websocket_idle : absl::Minutes(10));
-    if (upgrade) SetSocketTimeout(client_fd, options_.websocket_idle);
+    // (An upgraded connection's idle limit is the watchdog's: see Tunnel.)
+    SetSocketTimeout(upstream_fd, absl::Minutes(10));
     // Whatever way this ends, the entry's close goes back to the client socket alone before the
     // upstream socket (declared above) is closed and its descriptor can be reused.
     struct RestoreClose {
@@ -1715,23 +1651,11 @@ class EdgeServer::Impl {
     for (const std::string& cookie : cookies) head.insert(http::field::set_cookie, cookie);
   }
 
-  // Relays an upgraded connection both ways, watching frame boundaries so that a revocation
-  // or a deadline closes it with a proper close frame (1008) instead of a cut.
+  // Relays an upgraded connection both ways on the tunnel loop (this thread only waits),
+  // watching frame boundaries so that a revocation or a deadline closes it with a proper close
+  // frame (1008) instead of a cut.
   void Tunnel(Exchange& ex, local::socket& upstream, const ForwardPlan& plan) {
-    tcp::socket& client = *ex.socket;
     std::shared_ptr<ConnectionEntry> entry = ex.entry;
-    auto frames_down = std::make_shared<WebSocketFrames>(UINT64_MAX);
-    // Shared with the entry's close, which may run on another thread until Forward restores it.
-    auto closing_down = std::make_shared<std::atomic<bool>>(false);
-    const int upstream_fd = upstream.native_handle();
-    const int client_fd = client.native_handle();
-    // Closing stops the upstream first; the downstream pump then ends the client side cleanly.
-    registry_.Update(entry->id, [&](ConnectionEntry& e) {
-      e.close = [upstream_fd, closing_down](const std::string&) {
-        *closing_down = true;
-        ::shutdown(upstream_fd, SHUT_RDWR);
-      };
-    });
     const scalerpb::ActivitySource up_source = plan.kind == ConnectionKind::kTerminal
                                                    ? scalerpb::ACTIVITY_SOURCE_TERMINAL_INPUT
                                                    : scalerpb::ACTIVITY_SOURCE_WEBSOCKET;
@@ -1755,52 +1679,30 @@ class EdgeServer::Impl {
         reported_at = now;
       }
     };
-    std::thread up([&] {
-      WebSocketFrames frames(options_.max_websocket_message_bytes);
-      const std::unique_ptr<char[]> piece = std::make_unique_for_overwrite<char[]>(net::kRelayPiece);
-      ActivityTally tally{this, plan, up_source};
-      boost::system::error_code ec;
-      for (;;) {
-        const size_t n = client.read_some(asio::buffer(piece.get(), net::kRelayPiece), ec);
-        if (n > 0) {
-          if (!frames.Feed(piece.get(), n)) {
-            *closing_down = true;
-            break;
-          }
-          asio::write(upstream, asio::buffer(piece.get(), n), ec);
-          const int64_t now = absl::ToUnixMicros(Now());
-          entry->bytes_received += static_cast<int64_t>(n);
-          entry->last_activity_unix_micros = now;
-          tally.Add(n, now);
-        }
-        if (ec) break;
-      }
-      tally.Report(0);
-      ::shutdown(upstream_fd, SHUT_RDWR);
+    // Both are touched by the loop thread until Wait() returns, then by this one.
+    ActivityTally up_tally{this, plan, up_source};
+    ActivityTally down_tally{this, plan, scalerpb::ACTIVITY_SOURCE_WEBSOCKET};
+    std::shared_ptr<proxy::Tunnel> tunnel = tunnels_.Start(
+        ex.socket->native_handle(), upstream.native_handle(),
+        {.max_client_message = options_.max_websocket_message_bytes,
+         .on_bytes = [&, entry](size_t n, bool up) {
+           const int64_t now = absl::ToUnixMicros(Now());
+           (up ? entry->bytes_received : entry->bytes_sent) += static_cast<int64_t>(n);
+           entry->last_activity_unix_micros = now;
+           (up ? up_tally : down_tally).Add(n, now);
+         }});
+    if (tunnel == nullptr) return;
+    // Closing (revocation, deadline, shutdown) goes through the tunnel until Forward restores
+    // the client-only close.
+    bool closed_already = false;
+    registry_.Update(entry->id, [&](ConnectionEntry& e) {
+      e.close = [tunnel](const std::string&) { tunnel->Close(); };
+      closed_already = e.closing;
     });
-    const std::unique_ptr<char[]> piece = std::make_unique_for_overwrite<char[]>(net::kRelayPiece);
-    ActivityTally tally{this, plan, scalerpb::ACTIVITY_SOURCE_WEBSOCKET};
-    boost::system::error_code ec;
-    for (;;) {
-      const size_t n = upstream.read_some(asio::buffer(piece.get(), net::kRelayPiece), ec);
-      if (n > 0) {
-        frames_down->Feed(piece.get(), n);
-        asio::write(client, asio::buffer(piece.get(), n), ec);
-        const int64_t now = absl::ToUnixMicros(Now());
-        entry->bytes_sent += static_cast<int64_t>(n);
-        entry->last_activity_unix_micros = now;
-        tally.Add(n, now);
-      }
-      if (ec) break;
-    }
-    tally.Report(0);
-    if ((*closing_down || entry->closing) && frames_down->AtBoundary()) {
-      const std::string frame = CloseFrame(1008, "session ended");
-      boost::system::error_code ignored;
-      asio::write(client, asio::buffer(frame), ignored);
-    }
-    ::shutdown(client_fd, SHUT_RDWR);
-    up.join();
+    if (closed_already) tunnel->Close();
+    tunnel->Wait();
+    up_tally.Report(0);
+    down_tally.Report(0);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -1893,6 +1795,9 @@ class EdgeServer::Impl {
   int port_ = 0;
   std::thread accept_thread_;
   std::thread watchdog_thread_;
+  // Relays upgraded connections, one epoll thread per core. Destroyed after Stop() has closed
+  // every connection (any tunnel still running then ends as if its browser left).
+  TunnelLoop tunnels_{static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;
