@@ -29,7 +29,7 @@
 #include "lib/crypto/crypto.h"
 #include "lib/workspace_credential.h"
 #include "services/provisioner/local_runtime.h"
-#include "services/provisioner/supervisor_client.h"
+#include "lib/supervisor_client.h"
 #include "tidepool/supervisor/v1/supervisor_service.pb.h"
 #include "tests/testing/recording_audit.h"
 #include "tests/testing/status_matchers.h"
@@ -654,7 +654,11 @@ TEST_F(WorkspaceSecretsTest, KeysReachTheToolAndAChangeRestartsItOnlyWhenItMust)
   EXPECT_FALSE(std::filesystem::exists(env_file));
   ASSERT_THAT(manager_->Wake(workspace.workspace_id, absl::Now() + absl::Seconds(30)), IsOk());
   EXPECT_TRUE(std::filesystem::exists(env_file));
-  // A removed key leaves the environment.
+  // A removed key leaves the environment (the restarted tool writes its file anew; the one
+  // from the wake is removed first so that it is not mistaken for the new one).
+  EXPECT_THAT(EnvOnceContains(workspace.workspace_id, "ANTHROPIC_API_KEY"),
+              HasSubstr("ANTHROPIC_API_KEY"));
+  std::filesystem::remove(manager_->VolumeDir(workspace.workspace_id) + "/env.txt");
   secrets_.Set({});
   ASSERT_THAT(manager_->OnSecretsChanged(kAlice), IsOk());
   const std::string after = EnvOnceContains(workspace.workspace_id, "PATH=");
