@@ -74,4 +74,21 @@ absl::StatusOr<std::string> ResolveServiceTarget(const std::string& data_dir,
   return absl::UnavailableError(absl::StrCat("the ", name, " service is not running"));
 }
 
+std::shared_ptr<grpc::Channel> PlatformChannels::Get(absl::string_view service) {
+  const std::string name(service);
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&mu_);
+  Entry& entry = entries_[name];
+  if (entry.channel != nullptr && now - entry.resolved < absl::Seconds(2)) return entry.channel;
+  if (config_.services.count(name) == 0) return nullptr;
+  absl::StatusOr<std::string> target = ResolveServiceTarget(data_dir_, name, config_.Service(name));
+  if (!target.ok()) return entry.channel;  // keep the last one, if any
+  if (entry.channel == nullptr || *target != entry.target) {
+    entry.channel = DialPlatformService(self_, *target);
+    entry.target = *target;
+  }
+  entry.resolved = now;
+  return entry.channel;
+}
+
 }  // namespace tidepool

@@ -1,10 +1,17 @@
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "grpcpp/channel.h"
 #include "lib/pki.h"
 #include "lib/platform_config.h"
@@ -43,5 +50,30 @@ absl::StatusOr<RunInfo> ReadRunInfo(const std::string& data_dir, const std::stri
 absl::StatusOr<std::string> ResolveServiceTarget(const std::string& data_dir,
                                                  const std::string& name,
                                                  const ServiceEndpointConfig& configured);
+
+// Channels to the other platform services, resolved lazily (their run files appear only once
+// the whole platform is up, and a service started on port 0 may move when it restarts): a
+// target is looked up again after two seconds, and the channel is reused while it stays.
+// Thread-safe.
+class PlatformChannels {
+ public:
+  PlatformChannels(TlsIdentity self, std::string data_dir, const PlatformConfig& config)
+      : self_(std::move(self)), data_dir_(std::move(data_dir)), config_(config) {}
+
+  // The channel to `service` ("provisioner", ...); null if it cannot be found (yet).
+  std::shared_ptr<grpc::Channel> Get(absl::string_view service);
+
+ private:
+  struct Entry {
+    std::string target;
+    std::shared_ptr<grpc::Channel> channel;
+    absl::Time resolved = absl::InfinitePast();
+  };
+  const TlsIdentity self_;
+  const std::string data_dir_;
+  const PlatformConfig config_;
+  absl::Mutex mu_;
+  std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+};
 
 }  // namespace tidepool

@@ -117,6 +117,13 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
                     });
   schema.Duration("proxy.activity_flush_interval", &config.proxy.activity_flush_interval,
                   absl::Seconds(1), absl::Minutes(5));
+  schema.Duration("scaler.idle_timeout", &config.scaler.idle_timeout, absl::Minutes(1),
+                  absl::Hours(24 * 7));
+  schema.Duration("scaler.check_interval", &config.scaler.check_interval, absl::Seconds(5),
+                  absl::Minutes(10));
+  schema.Int("scaler.capacity_cpu_millicores", &config.scaler.capacity_cpu_millicores, 0,
+             1 << 30);
+  schema.Int("scaler.capacity_memory_mib", &config.scaler.capacity_memory_mib, 0, 1 << 30);
   schema.String("model_server.base_url", &config.model_server.base_url,
                 [](const std::string& v) -> std::string {
                   if (v.empty()) return "";

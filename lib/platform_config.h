@@ -121,6 +121,18 @@ struct ProxyConfig {
   std::vector<std::string> trusted_forwarders;
 };
 
+// The scaler's settings (section `scaler`). The idle policy itself (timeouts, pins, per-user
+// overrides) is changed at run time with SetPolicy; these are its defaults until then.
+struct ScalerConfig {
+  // A workspace without authenticated activity for this long sleeps.
+  absl::Duration idle_timeout = absl::Minutes(30);
+  // How often the scaler checks (a workspace sleeps within idle_timeout plus this).
+  absl::Duration check_interval = absl::Seconds(60);
+  // What the platform can run at once, for the capacity report (0: not configured).
+  int capacity_cpu_millicores = 0;
+  int capacity_memory_mib = 0;
+};
+
 // The admin's shared model server (section `model_server`), an OpenAI-compatible endpoint every
 // workspace may reach through the egress proxy (even on loopback or a private network: it is
 // the admin's own) and that tool profiles use as the default provider.
@@ -156,6 +168,7 @@ struct PlatformConfig {
   AuthConfig auth;
   ProvisionerConfig provisioner;
   ProxyConfig proxy;
+  ScalerConfig scaler;
   SecretsConfig secrets;
   ModelServerConfig model_server;
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "lib/crypto/crypto.h"
 
@@ -38,6 +39,11 @@ absl::StatusOr<std::string> NewRandomId(absl::string_view prefix, size_t random_
     return random.status();
   }
   return absl::StrCat(prefix, Base32Lower(*random));
+}
+
+bool IsRandomId(absl::string_view id, absl::string_view prefix) {
+  return id.size() == prefix.size() + 26 && absl::StartsWith(id, prefix) &&
+         IsBase32Lower(id.substr(prefix.size()));
 }
 
 bool DecodeUtf8(absl::string_view text, std::vector<char32_t>* code_points) {

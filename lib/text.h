@@ -19,6 +19,10 @@ bool IsBase32Lower(absl::string_view text);
 // characters, 128 bits). INTERNAL if the random generator fails.
 absl::StatusOr<std::string> NewRandomId(absl::string_view prefix, size_t random_bytes = 16);
 
+// True if `id` is `prefix` followed by 26 base32 characters, the shape NewRandomId makes
+// ("ws_…", "u_…", "dec_…").
+bool IsRandomId(absl::string_view id, absl::string_view prefix);
+
 // Decodes strict UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) into
 // code points. Returns false on invalid input.
 bool DecodeUtf8(absl::string_view text, std::vector<char32_t>* code_points);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cmd/tidepoolctl/audit_command.h"
+#include "cmd/tidepoolctl/scaler_command.h"
 #include "cmd/tidepoolctl/status_command.h"
 #include "cmd/tidepoolctl/users_command.h"
 #include "cmd/tidepoolctl/workspaces_command.h"
@@ -21,7 +22,8 @@ constexpr char kUsage[] =
     "  audit query|export|verify|checkpoint   the audit trail (tidepoolctl audit help)\n"
     "  users list|suspend|reinstate|set-role  people (tidepoolctl users help)\n"
     "  invites create|list|revoke             invite codes (tidepoolctl invites help)\n"
-    "  workspaces list|ensure|wake|stop|restart|delete|usage   (tidepoolctl workspaces help)\n"
+    "  workspaces list|ensure|wake|stop|restart|delete|usage|idle   (tidepoolctl workspaces help)\n"
+    "  scaler policy|set-policy|pin|unpin|decisions|jobs|capacity   (tidepoolctl scaler help)\n"
     "  version                          print the version\n"
     "\n"
     "flags (all commands):\n";
@@ -51,6 +53,9 @@ int main(int argc, char** argv) {
   }
   if (args[0] == "workspaces") {
     return tidepool::ctl::WorkspacesCommand(rest, std::cout, std::cerr);
+  }
+  if (args[0] == "scaler") {
+    return tidepool::ctl::ScalerCommand(rest, std::cout, std::cerr);
   }
   if (args[0] == "status") {
     return tidepool::ctl::StatusCommand(rest, std::cout, std::cerr);

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "cmd/tidepoolctl/ctl_args.h"
+#include "cmd/tidepoolctl/scaler_command.h"
 #include "grpcpp/client_context.h"
 #include "tidepool/provisioner/v1/workspace_service.grpc.pb.h"
 
@@ -25,7 +26,8 @@ constexpr char kUsage[] =
     "  stop --workspace WS_ID                              sleep it; files are kept\n"
     "  restart --workspace WS_ID\n"
     "  delete --workspace WS_ID --confirm WS_ID            removes every file\n"
-    "  usage --workspace WS_ID\n";
+    "  usage --workspace WS_ID\n"
+    "  idle [--workspace WS_ID]                            why each is awake or asleep (scaler)\n";
 
 std::string State(commonpb::WorkspaceState state) {
   std::string name = commonpb::WorkspaceState_Name(state);
@@ -47,6 +49,9 @@ int WorkspacesCommand(const std::vector<std::string>& args, std::ostream& out, s
     return args.empty() ? kExitUsage : kExitOk;
   }
   const std::string command = args[0];
+  if (command == "idle") {
+    return IdleStatusCommand(std::vector<std::string>(args.begin() + 1, args.end()), out, err);
+  }
   std::set<std::string> with_values;
   std::set<std::string> switches;
   if (command == "list") {

@@ -14,7 +14,7 @@
 #include "lib/status_macros.h"
 #include "lib/workspace_credential.h"
 #include "nlohmann/json.hpp"
-#include "services/provisioner/supervisor_client.h"
+#include "lib/supervisor_client.h"
 #include "tidepool/supervisor/v1/supervisor_service.pb.h"
 
 namespace tidepool::provisioner {

@@ -17,7 +17,7 @@
 #include "lib/clock.h"
 #include "services/provisioner/profile.h"
 #include "services/provisioner/runtime.h"
-#include "services/provisioner/supervisor_client.h"
+#include "lib/supervisor_client.h"
 #include "services/provisioner/secrets_source.h"
 #include "services/provisioner/workspace_store.h"
 

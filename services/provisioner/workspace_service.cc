@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "lib/authz.h"
 #include "lib/caller.h"
 #include "lib/crypto/crypto.h"
 #include "lib/file_util.h"
@@ -209,8 +210,13 @@ grpc::Status WorkspaceServiceImpl::GetEndpoint(grpc::ServerContext* context,
   if (!IsValidWorkspaceId(request->workspace_id())) {
     return Invalid("workspace_id must look like ws_ followed by 26 characters");
   }
-  (void)context;
-  absl::StatusOr<Endpoint> endpoint = manager_.GetEndpoint(request->workspace_id(), "proxy");
+  // The credential names the calling service: the supervisor opens each route to the
+  // services it lists (the scaler reads only the status).
+  const std::string audience =
+      context->auth_context() != nullptr && PeerIdentity(*context->auth_context()) == "scaler"
+          ? "scaler"
+          : "proxy";
+  absl::StatusOr<Endpoint> endpoint = manager_.GetEndpoint(request->workspace_id(), audience);
   if (!endpoint.ok()) return ToGrpcStatus(endpoint.status());
   response->set_unix_socket_path(endpoint->unix_socket_path);
   response->set_credential(endpoint->credential);

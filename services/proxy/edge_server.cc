@@ -1515,11 +1515,27 @@ class EdgeServer::Impl {
     boost::system::error_code ec;
     upstream.connect(local::endpoint(endpoint.socket_path), ec);
     if (ec) {
-      // A restarted workspace has a new credential and maybe a new socket: try once more.
-      ForgetEndpoint(plan.workspace_id);
-      if (FetchEndpoint(ex, plan.workspace_id, &endpoint, true).ok()) {
+      // The endpoint was remembered from before the workspace slept or restarted: look it up
+      // again, waking the workspace (and holding the request, or showing the waiting page)
+      // if it sleeps now.
+      // A workspace being put to sleep still reads as running for a moment: try again until
+      // the wake timeout.
+      const absl::Time give_up = Now() + options_.wake_timeout;
+      absl::Duration pause = absl::Milliseconds(20);
+      while (ec && Now() < give_up && !ex.entry->closing) {
+        ForgetEndpoint(plan.workspace_id);
+        bool answered_ok = false;
+        std::optional<Endpoint> current =
+            EndpointOrWake(ex, *plan.identity, plan.workspace_id, &answered_ok);
+        if (!current.has_value()) return answered_ok;
+        endpoint = *std::move(current);
         ex.parser->get().set("X-Tidepool-Credential", endpoint.credential);
+        upstream = local::socket(ex.socket->get_executor());
         upstream.connect(local::endpoint(endpoint.socket_path), ec);
+        if (ec) {
+          absl::SleepFor(pause);
+          pause = std::min(pause * 2, absl::Milliseconds(250));
+        }
       }
       if (ec) {
         SkipBody(ex);

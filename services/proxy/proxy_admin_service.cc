@@ -31,45 +31,6 @@ namespace {
 namespace commonpb = ::tidepool::common::v1;
 namespace provisionerpb = ::tidepool::provisioner::v1;
 
-// Channels to the other platform services, resolved lazily (their run files appear only once
-// the whole platform is up, and a service started on port 0 may move when it restarts): a
-// target is looked up again after two seconds, and the channel is reused while it stays.
-class PlatformChannels {
- public:
-  PlatformChannels(TlsIdentity self, std::string data_dir, const PlatformConfig& config)
-      : self_(std::move(self)), data_dir_(std::move(data_dir)), config_(config) {}
-
-  std::shared_ptr<grpc::Channel> Get(absl::string_view service) {
-    const std::string name(service);
-    const absl::Time now = absl::Now();
-    absl::MutexLock lock(&mu_);
-    Entry& entry = entries_[name];
-    if (entry.channel != nullptr && now - entry.resolved < absl::Seconds(2)) return entry.channel;
-    if (config_.services.count(name) == 0) return nullptr;
-    absl::StatusOr<std::string> target =
-        ResolveServiceTarget(data_dir_, name, config_.Service(name));
-    if (!target.ok()) return entry.channel;  // keep the last one, if any
-    if (entry.channel == nullptr || *target != entry.target) {
-      entry.channel = DialPlatformService(self_, *target);
-      entry.target = *target;
-    }
-    entry.resolved = now;
-    return entry.channel;
-  }
-
- private:
-  struct Entry {
-    std::string target;
-    std::shared_ptr<grpc::Channel> channel;
-    absl::Time resolved = absl::InfinitePast();
-  };
-  const TlsIdentity self_;
-  const std::string data_dir_;
-  const PlatformConfig config_;
-  absl::Mutex mu_;
-  std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
-};
-
 // Resolves egress credentials through the provisioner, remembering each answer until the
 // credential expires (a relay mints one per connection, each valid 10 minutes).
 class EgressCredentialResolver {

@@ -4,14 +4,52 @@
 
 #include "absl/status/statusor.h"
 #include "lib/service_main.h"
+#include "services/scaler/idle_engine.h"
 #include "tidepool/scaler/v1/scaler_service.grpc.pb.h"
 
 namespace tidepool::scaler {
 
-// The gRPC adapter for tidepool.scaler.v1.ScalerService. Nothing is built yet: every method falls
-// through to the generated base class, and the server runner turns its UNIMPLEMENTED reply into one
-// that says what is missing (idle sleep and schedule-aware wake arrive with issue #9).
-class ScalerServiceImpl final : public v1::ScalerService::Service {};
+// The gRPC adapter for tidepool.scaler.v1.ScalerService over an IdleEngine. It checks input,
+// applies the caller rules (lib/caller.h: a person sees only their own workspaces, and one that
+// is not theirs answers exactly like a missing one; policy, pins and capacity are for admins)
+// and maps statuses.
+class ScalerServiceImpl final : public v1::ScalerService::Service {
+ public:
+  explicit ScalerServiceImpl(IdleEngine& engine) : engine_(engine) {}
+
+  grpc::Status RecordActivity(grpc::ServerContext* context, const v1::RecordActivityRequest* request,
+                              v1::RecordActivityResponse* response) override;
+  grpc::Status GetIdleStatus(grpc::ServerContext* context, const v1::GetIdleStatusRequest* request,
+                             v1::GetIdleStatusResponse* response) override;
+  grpc::Status SetPolicy(grpc::ServerContext* context, const v1::SetPolicyRequest* request,
+                         v1::SetPolicyResponse* response) override;
+  grpc::Status GetPolicy(grpc::ServerContext* context, const v1::GetPolicyRequest* request,
+                         v1::GetPolicyResponse* response) override;
+  grpc::Status PinWorkspace(grpc::ServerContext* context, const v1::PinWorkspaceRequest* request,
+                            v1::PinWorkspaceResponse* response) override;
+  grpc::Status UnpinWorkspace(grpc::ServerContext* context,
+                              const v1::UnpinWorkspaceRequest* request,
+                              v1::UnpinWorkspaceResponse* response) override;
+  grpc::Status ListDecisions(grpc::ServerContext* context, const v1::ListDecisionsRequest* request,
+                             v1::ListDecisionsResponse* response) override;
+  grpc::Status GetCapacityReport(grpc::ServerContext* context,
+                                 const v1::GetCapacityReportRequest* request,
+                                 v1::GetCapacityReportResponse* response) override;
+  grpc::Status ListJobRuns(grpc::ServerContext* context, const v1::ListJobRunsRequest* request,
+                           v1::ListJobRunsResponse* response) override;
+  grpc::Status WakeForMessage(grpc::ServerContext* context,
+                              const v1::WakeForMessageRequest* request,
+                              v1::WakeForMessageResponse* response) override;
+
+ private:
+  // The workspaces a list may show: `requested` if the caller may see it (NOT_FOUND
+  // otherwise), else every workspace the caller may see (an empty list for nobody's).
+  absl::StatusOr<std::vector<std::string>> VisibleWorkspaces(const grpc::ServerContext& context,
+                                                             const std::string& requested,
+                                                             bool* all);
+
+  IdleEngine& engine_;
+};
 
 // The service as the platform hosts it (used by tidepool-scaler and the all-in-one tidepool).
 ServiceDefinition ScalerServiceDefinition();

@@ -18,6 +18,8 @@ using google::protobuf::util::TimeUtil;
 
 constexpr size_t kMaxStoreBytes = 4 << 20;
 
+// A job's recent runs kept in its status (newest first in the store).
+constexpr int kMaxRecentRuns = 50;
 
 }  // namespace
 
@@ -51,6 +53,11 @@ absl::StatusOr<std::vector<v1::ScheduledJob>> ReadScheduledJobs(const SafeRoot& 
   for (v1::ScheduledJob& job : *store.mutable_jobs()) {
     job.clear_next_run_time();
     job.clear_schedule_error();
+    // The newest 50 runs are plenty for the scaler's check (it reads every minute or so).
+    if (job.recent_runs_size() > kMaxRecentRuns) {
+      job.mutable_recent_runs()->DeleteSubrange(kMaxRecentRuns,
+                                                job.recent_runs_size() - kMaxRecentRuns);
+    }
     const std::string zone_name = !job.timezone().empty()    ? job.timezone()
                                   : !default_timezone.empty() ? default_timezone
                                                               : "UTC";

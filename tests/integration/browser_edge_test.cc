@@ -8,6 +8,7 @@
 
 #include <netinet/in.h>
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -18,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/idp_fixture.h"
@@ -27,6 +29,7 @@
 #include "tests/testing/status_matchers.h"
 #include "tidepool/provisioner/v1/workspace_service.grpc.pb.h"
 #include "tidepool/proxy/v1/proxy_admin_service.grpc.pb.h"
+#include "tidepool/scaler/v1/scaler_service.grpc.pb.h"
 
 namespace tidepool {
 namespace {
@@ -46,7 +49,10 @@ using ::tidepool::testing::RawExchange;
 using ::tidepool::testing::RunningPlatform;
 using ::tidepool::testing::ScopedTempDir;
 namespace provisionerpb = ::tidepool::provisioner::v1;
+namespace commonpb = ::tidepool::common::v1;
 namespace proxypb = ::tidepool::proxy::v1;
+namespace scalerpb = ::tidepool::scaler::v1;
+using google::protobuf::util::TimeUtil;
 
 // The edge's one 404 body (services/proxy/api_gateway.h).
 constexpr char kNotFound[] = R"({"code":"NOT_FOUND","message":"not found"})";
@@ -93,7 +99,9 @@ class BrowserEdgeTest : public ::testing::Test {
         "\n");
     const std::string config = tidepool::testing::AllPortsZeroConfig(
         providers, absl::StrCat("platform:\n  public_url: ", origin_, "\n"),
-        {{"proxy", absl::StrCat("  http_port: ", port_, "\n  max_websockets_per_user: 4\n")},
+        {{"proxy", absl::StrCat("  http_port: ", port_,
+                                "\n  max_websockets_per_user: 4\n  activity_flush_interval: 1s\n")},
+         {"scaler", "  check_interval: 5s\n"},
          {"provisioner", absl::StrCat("  profiles_dir: ", TIDEPOOL_SOURCE_DIR,
                                       "/tests/provisioner/profiles\n  default_profile: headerecho\n"
                                       "  hard_disk_quota: false\n")}});
@@ -757,6 +765,161 @@ TEST_F(BrowserEdgeTest, ARequestForASleepingWorkspaceWakesItAndWaits) {
   EXPECT_EQ(held.status, 200) << held.body;
   std::cerr << "held request answered after waking: " << absl::FormatDuration(absl::Now() - asked)
             << "\n";
+}
+
+// The edge reports a person's traffic to the scaler, which shows each person their own
+// workspace's idle status and no one else's.
+TEST_F(BrowserEdgeTest, TrafficThroughTheEdgeIsActivityTheScalerShowsItsOwner) {
+  EdgeResponse visit = alice_->Get(absl::StrCat("/w/", alice_ws_, "/"));
+  ASSERT_EQ(visit.status, 200) << visit.body;
+  json status;
+  const absl::Time deadline = absl::Now() + absl::Seconds(15);
+  while (absl::Now() < deadline) {
+    EdgeResponse idle = alice_->PostJson("/api/v1/scaler/GetIdleStatus", "{}");
+    ASSERT_EQ(idle.status, 200) << idle.body;
+    json body = json::parse(idle.body);
+    ASSERT_EQ(body["statuses"].size(), 1u) << idle.body;  // hers only
+    status = body["statuses"][0];
+    if (status.value("lastActivitySource", "") == "ACTIVITY_SOURCE_HTTP") break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  EXPECT_EQ(status.value("workspaceId", ""), alice_ws_);
+  EXPECT_EQ(status.value("lastActivitySource", ""), "ACTIVITY_SOURCE_HTTP") << status.dump();
+  EXPECT_THAT(status["keepAwakeReasons"].dump(), HasSubstr("KEEP_AWAKE_REASON_RECENT_ACTIVITY"));
+  // Bob's workspace is as absent to her as one that does not exist.
+  EdgeResponse bobs = alice_->PostJson("/api/v1/scaler/GetIdleStatus",
+                                       json{{"workspaceIds", {bob_ws_}}}.dump());
+  EdgeResponse missing = alice_->PostJson(
+      "/api/v1/scaler/GetIdleStatus",
+      json{{"workspaceIds", {"ws_zzzzzzzzzzzzzzzzzzzzzzzzzz"}}}.dump());
+  EXPECT_EQ(bobs.status, 404);
+  EXPECT_EQ(bobs.body, missing.body);
+  // Bob's own status shows none of Alice's traffic; the policy is for admins.
+  EdgeResponse bob_idle = bob_->PostJson("/api/v1/scaler/GetIdleStatus", "{}");
+  ASSERT_EQ(bob_idle.status, 200) << bob_idle.body;
+  EXPECT_THAT(bob_idle.body, Not(HasSubstr("ACTIVITY_SOURCE_HTTP")));
+  EXPECT_EQ(alice_->PostJson("/api/v1/scaler/GetPolicy", "{}").status, 403);
+}
+
+// Sleep (the scaler's StopWorkspace) and wake (a request through the edge) a hundred times:
+// every file written between them is still there.
+TEST_F(BrowserEdgeTest, AHundredSleepWakeCyclesLoseNoFile) {
+  const std::string files = absl::StrCat("/w/", alice_ws_, "/_tidepool/v1/");
+  for (int cycle = 0; cycle < 100; ++cycle) {
+    // The request wakes the workspace if it sleeps, and is answered once it runs.
+    EdgeResponse made = alice_->PostJson(
+        files + "MakeDirectory", json{{"path", absl::StrCat("cycle-", cycle)}}.dump());
+    ASSERT_EQ(made.status, 200) << "cycle " << cycle << ": " << made.body;
+    provisionerpb::StopWorkspaceRequest request;
+    request.set_workspace_id(alice_ws_);
+    request.set_reason("idle");
+    provisionerpb::StopWorkspaceResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    ASSERT_TRUE(workspaces_->StopWorkspace(&context, request, &response).ok()) << "cycle " << cycle;
+    // Asleep for real before the next request wakes it.
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    bool asleep = false;
+    while (!asleep && absl::Now() < deadline) {
+      provisionerpb::GetWorkspaceRequest get;
+      get.set_workspace_id(alice_ws_);
+      provisionerpb::GetWorkspaceResponse got;
+      grpc::ClientContext get_context;
+      asleep = workspaces_->GetWorkspace(&get_context, get, &got).ok() &&
+               got.workspace().state() == commonpb::WORKSPACE_STATE_SLEEPING;
+      if (!asleep) absl::SleepFor(absl::Milliseconds(10));
+    }
+    ASSERT_TRUE(asleep) << "cycle " << cycle << ": did not fall asleep";
+  }
+  EdgeResponse listed =
+      alice_->PostJson(files + "ListFiles", json{{"page", {{"pageSize", 1000}}}}.dump());
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  for (int cycle = 0; cycle < 100; ++cycle) {
+    EXPECT_THAT(listed.body, HasSubstr(absl::StrCat("\"cycle-", cycle, "\""))) << cycle;
+  }
+}
+
+// The scaler reads a running workspace's jobs from its supervisor, remembers them while it
+// sleeps, and wakes it shortly before the next run.
+TEST_F(BrowserEdgeTest, TheScalerWakesASleepingWorkspaceForItsNextJob) {
+  // A tool that keeps its jobs where its profile says (webtool: .webtool/jobs.json).
+  provisionerpb::EnsureWorkspaceRequest ensure;
+  ensure.set_owner_user_id("u_cccccccccccccccccccccccccc");
+  ensure.set_profile("webtool");
+  provisionerpb::EnsureWorkspaceResponse ensured;
+  grpc::ClientContext ensure_context;
+  ASSERT_TRUE(workspaces_->EnsureWorkspace(&ensure_context, ensure, &ensured).ok());
+  const std::string ws = ensured.workspace().workspace_id();
+  auto state = [&] {
+    provisionerpb::GetWorkspaceRequest get;
+    get.set_workspace_id(ws);
+    provisionerpb::GetWorkspaceResponse got;
+    grpc::ClientContext context;
+    return workspaces_->GetWorkspace(&context, get, &got).ok() ? got.workspace().state()
+                                                                : commonpb::WORKSPACE_STATE_UNSPECIFIED;
+  };
+  auto wait_for = [&](commonpb::WorkspaceState wanted, absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (state() != wanted && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(100));
+    return state() == wanted;
+  };
+  ASSERT_TRUE(wait_for(commonpb::WORKSPACE_STATE_RUNNING, absl::Seconds(20)));
+  // A one-shot job 80 s from now (the scaler wakes it wake_before_job, 2 min by default,
+  // before: that is, at its next check).
+  const absl::Time run_at = absl::Now() + absl::Seconds(80);
+  const std::string store = platform_->data_dir() + "/provisioner/volumes/" + ws + "/.webtool";
+  std::filesystem::create_directories(store);
+  ASSERT_TRUE(tidepool::testing::WriteTestFile(
+      store + "/jobs.json",
+      json{{"jobs",
+            {{{"jobId", "digest"},
+              {"name", "Daily digest"},
+              {"schedule", absl::StrCat("at ", absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", run_at,
+                                                                absl::UTCTimeZone()))},
+              {"timezone", "UTC"},
+              {"enabled", true}}}}}
+          .dump()));
+  // The scaler's next check reads it from the supervisor (its own credential, status only).
+  absl::StatusOr<RunInfo> scaler = platform_->Info("scaler");
+  ASSERT_THAT(scaler, IsOk());
+  absl::StatusOr<TlsIdentity> cli = platform_->CliIdentity();
+  ASSERT_THAT(cli, IsOk());
+  auto scaler_stub = scalerpb::ScalerService::NewStub(DialPlatformService(*cli, scaler->grpc));
+  scalerpb::IdleStatus status;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    scalerpb::GetIdleStatusRequest request;
+    request.add_workspace_ids(ws);
+    scalerpb::GetIdleStatusResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(scaler_stub->GetIdleStatus(&context, request, &response).ok());
+    status = response.statuses(0);
+    if (status.has_next_scheduled_wake_time()) break;
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+  ASSERT_TRUE(status.has_next_scheduled_wake_time()) << status.DebugString();
+  EXPECT_EQ(TimeUtil::TimestampToMicroseconds(status.next_scheduled_wake_time()),
+            absl::ToUnixMicros(absl::FromUnixSeconds(absl::ToUnixSeconds(run_at)) - absl::Minutes(2)));
+  // Put to sleep, it is woken for the job by the scaler, and says why.
+  provisionerpb::StopWorkspaceRequest stop;
+  stop.set_workspace_id(ws);
+  stop.set_reason("idle");
+  provisionerpb::StopWorkspaceResponse stopped;
+  grpc::ClientContext stop_context;
+  ASSERT_TRUE(workspaces_->StopWorkspace(&stop_context, stop, &stopped).ok());
+  ASSERT_TRUE(wait_for(commonpb::WORKSPACE_STATE_SLEEPING, absl::Seconds(20)));
+  EXPECT_TRUE(wait_for(commonpb::WORKSPACE_STATE_RUNNING, absl::Seconds(20)))
+      << "the scaler did not wake it for its job";
+  EXPECT_LT(absl::Now(), run_at);
+  scalerpb::ListDecisionsRequest decisions_request;
+  decisions_request.set_workspace_id(ws);
+  decisions_request.set_action(scalerpb::DECISION_ACTION_WAKE);
+  scalerpb::ListDecisionsResponse decisions;
+  grpc::ClientContext decisions_context;
+  ASSERT_TRUE(scaler_stub->ListDecisions(&decisions_context, decisions_request, &decisions).ok());
+  ASSERT_EQ(decisions.decisions_size(), 1);
+  EXPECT_EQ(decisions.decisions(0).reason(), scalerpb::DECISION_REASON_SCHEDULED_JOB);
+  EXPECT_TRUE(decisions.decisions(0).succeeded());
 }
 
 }  // namespace

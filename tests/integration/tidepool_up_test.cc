@@ -156,21 +156,6 @@ TEST_F(TidepoolUpTest, EveryMetricsPagePassesPromtool) {
   }
 }
 
-TEST_F(TidepoolUpTest, UnbuiltRpcsAnswerUnimplementedNamingTheIssue) {
-  absl::StatusOr<RunInfo> info = platform_->Info("scaler");
-  ASSERT_THAT(info, IsOk());
-  absl::StatusOr<TlsIdentity> cli = platform_->CliIdentity();
-  ASSERT_THAT(cli, IsOk());
-  auto stub = scaler::v1::ScalerService::NewStub(DialPlatformService(*cli, info->grpc));
-  grpc::ClientContext context;
-  context.set_deadline(In(absl::Seconds(5)));
-  scaler::v1::GetIdleStatusRequest request;
-  scaler::v1::GetIdleStatusResponse response;
-  grpc::Status status = stub->GetIdleStatus(&context, request, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(status.error_message(), HasSubstr("issue #9"));
-}
-
 TEST_F(TidepoolUpTest, TidepoolctlRunsAWorkspaceThroughItsLifecycle) {
   auto ctl = [&](std::vector<std::string> args) {
     args.insert(args.begin(), BinaryPath("tidepoolctl"));
@@ -194,6 +179,25 @@ TEST_F(TidepoolUpTest, TidepoolctlRunsAWorkspaceThroughItsLifecycle) {
   tidepool::testing::CommandResult usage = ctl({"workspaces", "usage", "--workspace", workspace});
   EXPECT_EQ(usage.exit_code, 0) << usage.err;
   EXPECT_THAT(usage.out, HasSubstr("of 1024 MiB"));
+  // The scaler says why it is awake, and an admin can pin it.
+  tidepool::testing::CommandResult idle = ctl({"workspaces", "idle"});
+  ASSERT_EQ(idle.exit_code, 0) << idle.err;
+  EXPECT_THAT(idle.out, ::testing::ContainsRegex(workspace + " +" + owner + " +running"));
+  EXPECT_THAT(idle.out, HasSubstr("grace-after-wake"));
+  tidepool::testing::CommandResult pinned =
+      ctl({"scaler", "pin", "--workspace", workspace, "--for", "2h", "--reason", "demo"});
+  ASSERT_EQ(pinned.exit_code, 0) << pinned.err;
+  EXPECT_THAT(ctl({"workspaces", "idle", "--workspace", workspace}).out, HasSubstr("pinned"));
+  EXPECT_EQ(ctl({"scaler", "unpin", "--workspace", workspace}).exit_code, 0);
+  tidepool::testing::CommandResult bad_policy = ctl({"scaler", "set-policy", "--idle-timeout", "10s"});
+  EXPECT_EQ(bad_policy.exit_code, 1);
+  EXPECT_THAT(bad_policy.err, HasSubstr("idle_timeout must be between 1 minute and 7 days"));
+  tidepool::testing::CommandResult policy = ctl({"scaler", "set-policy", "--idle-timeout", "45m"});
+  EXPECT_EQ(policy.exit_code, 0) << policy.err;
+  EXPECT_THAT(policy.out, HasSubstr("idle timeout 45m"));
+  tidepool::testing::CommandResult capacity = ctl({"scaler", "capacity"});
+  EXPECT_EQ(capacity.exit_code, 0) << capacity.err;
+  EXPECT_THAT(capacity.out, HasSubstr("running 1"));
   tidepool::testing::CommandResult refused = ctl({"workspaces", "delete", "--workspace", workspace});
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_THAT(refused.err, HasSubstr("confirm_workspace_id"));

@@ -1,4 +1,4 @@
-#include "services/provisioner/supervisor_client.h"
+#include "lib/supervisor_client.h"
 
 #include <chrono>
 #include <utility>
@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace tidepool::provisioner {
+namespace tidepool {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -74,4 +74,4 @@ absl::StatusOr<SupervisorReply> SendToSupervisor(const std::string& socket_path,
   return reply;
 }
 
-}  // namespace tidepool::provisioner
+}  // namespace tidepool

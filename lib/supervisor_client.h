@@ -5,7 +5,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
-namespace tidepool::provisioner {
+namespace tidepool {
 
 struct SupervisorReply {
   int status = 0;
@@ -27,4 +27,4 @@ absl::StatusOr<SupervisorReply> PostToSupervisor(const std::string& socket_path,
                                                  const std::string& credential,
                                                  const std::string& body, absl::Duration timeout);
 
-}  // namespace tidepool::provisioner
+}  // namespace tidepool
