@@ -1,5 +1,7 @@
 #include "services/provisioner/profile.h"
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <set>
 
@@ -69,9 +71,9 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
   }
   if (!root.IsMap()) return Bad(source, "a profile must be a map");
   ToolProfile profile;
-  static const std::set<std::string> kKeys = {"name",   "description",    "command",
-                                              "env",    "files",          "health",
-                                              "ports",  "schedule_store", "identity_headers"};
+  static const std::set<std::string> kKeys = {
+      "name",  "description",    "command",          "env",           "files", "health",
+      "ports", "schedule_store", "identity_headers", "work_processes"};
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string key = it->first.as<std::string>("");
     if (!kKeys.count(key)) return Bad(source, absl::StrCat("unknown key '", key, "'"));
@@ -185,6 +187,25 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
     profile.schedule_store = root["schedule_store"].as<std::string>("");
     if (!profile.schedule_store.empty() && !SafeRelativePath(profile.schedule_store)) {
       return Bad(source, "schedule_store must be a path relative to the home directory");
+    }
+  }
+  if (root["work_processes"]) {
+    if (!root["work_processes"].IsSequence()) {
+      return Bad(source, "work_processes must be a list of process names");
+    }
+    for (const auto& item : root["work_processes"]) {
+      const std::string name = item.IsScalar() ? item.Scalar() : "";
+      // A name as the kernel keeps it: at most 15 bytes, no '/' (and nothing odd).
+      const bool ok = !name.empty() && name.size() <= 15 &&
+                      std::all_of(name.begin(), name.end(), [](char c) {
+                        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+                               c == '_' || c == '-' || c == '+';
+                      });
+      if (!ok) {
+        return Bad(source, "work_processes must be process names of at most 15 characters "
+                           "(letters, digits, '.', '_', '-', '+')");
+      }
+      profile.work_processes.push_back(name);
     }
   }
   if (const YAML::Node identity = root["identity_headers"]; identity) {

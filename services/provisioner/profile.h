@@ -50,6 +50,9 @@ struct ToolProfile {
   std::vector<int> ports;
   // Where the tool keeps its scheduled jobs, relative to the home directory ("" = none).
   std::string schedule_store;
+  // Process names (as in /proc/<pid>/comm) that count as work while they run: the scaler
+  // does not put the workspace to sleep under them (a build, a long agent task).
+  std::vector<std::string> work_processes;
   IdentityHeaders identity;
 };
 

@@ -231,6 +231,10 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
     spec.command.push_back("--schedule-store");
     spec.command.push_back(profile.schedule_store);
   }
+  for (const std::string& name : profile.work_processes) {
+    spec.command.push_back("--work-process");
+    spec.command.push_back(name);
+  }
   if (profile.health.http_port > 0) {
     spec.command.push_back("--health-http");
     spec.command.push_back(absl::StrCat(profile.health.http_port, ":", profile.health.http_path));

@@ -264,6 +264,10 @@ absl::Status IdleEngine::Check() {
       checked = CheckRunning(workspace, policy, now, down_since);
     } else {
       if (workspace.state == commonpb::WORKSPACE_STATE_SLEEPING) ++sleeping;
+      {
+        absl::MutexLock lock(&busy_mu_);
+        busy_.erase(workspace.workspace_id);
+      }
       checked = CheckSleeping(workspace, policy, now, down_since);
     }
     if (!checked.ok()) {
@@ -367,10 +371,21 @@ absl::Status IdleEngine::CheckRunning(const WorkspaceView& workspace, const v1::
   }
 
   TP_ASSIGN_OR_RETURN(Evaluation e, Evaluate(workspace, policy, now));
-  if (job_running) e.reasons.push_back(v1::KEEP_AWAKE_REASON_SCHEDULED_JOB_RUNNING);
+  // What the workspace itself says keeps it busy (remembered for the status until the next
+  // check; unknown when its supervisor could not be asked).
+  std::vector<v1::KeepAwakeReason> busy;
+  if (job_running) busy.push_back(v1::KEEP_AWAKE_REASON_SCHEDULED_JOB_RUNNING);
   if (view.ok() && policy.keep_messaging_awake() && !view->messaging_channels.empty()) {
-    e.reasons.push_back(v1::KEEP_AWAKE_REASON_MESSAGING_CHANNEL);
+    busy.push_back(v1::KEEP_AWAKE_REASON_MESSAGING_CHANNEL);
   }
+  if (view.ok() && !view->work_processes.empty()) {
+    busy.push_back(v1::KEEP_AWAKE_REASON_WORK_PROCESS);
+  }
+  {
+    absl::MutexLock lock(&busy_mu_);
+    busy_[id] = busy;
+  }
+  e.reasons.insert(e.reasons.end(), busy.begin(), busy.end());
   TP_ASSIGN_OR_RETURN(WorkspaceMarks marks, store_.GetMarks(id));
   if (e.idle < e.timeout) {
     if (!marks.keep_awake_signature.empty()) {
@@ -707,6 +722,12 @@ absl::StatusOr<v1::IdleStatus> IdleEngine::Status(const WorkspaceView& workspace
     }
   }
   const bool running = workspace.state == commonpb::WORKSPACE_STATE_RUNNING;
+  if (running) {
+    absl::MutexLock lock(&busy_mu_);
+    if (auto it = busy_.find(workspace.workspace_id); it != busy_.end()) {
+      e.reasons.insert(e.reasons.end(), it->second.begin(), it->second.end());
+    }
+  }
   if (running) {
     *status.mutable_idle_duration() = ToProtoDuration(e.idle);
     std::vector<v1::KeepAwakeReason> reasons = e.reasons;

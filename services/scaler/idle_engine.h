@@ -10,7 +10,8 @@
 //             awake, it is put to sleep (a SLEEP decision); something keeping it awake is
 //             recorded once per change (a KEEP_AWAKE decision). Keeping awake: a pin, the
 //             owner's always-on override, the grace after a wake, a job running or due within
-//             wake_before_job plus one check interval, connected messaging channels.
+//             wake_before_job plus one check interval, connected messaging channels, a
+//             process the profile marks as work.
 //   SLEEPING  Woken (a WAKE decision) at the last check before a job's next run minus
 //             wake_before_job, or at once when a run it missed is to be run late.
 // and accounts each job's scheduled times that have passed (see AccountRuns in the .cc):
@@ -28,13 +29,16 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lib/audit_client.h"
 #include "lib/clock.h"
@@ -143,6 +147,10 @@ class IdleEngine {
   std::unique_ptr<Metrics> metrics_;
 
   std::mutex check_mu_;  // one check at a time
+
+  // Per running workspace, what its supervisor said keeps it busy at the last check.
+  absl::Mutex busy_mu_;
+  std::map<std::string, std::vector<v1::KeepAwakeReason>> busy_ ABSL_GUARDED_BY(busy_mu_);
 
   std::mutex loop_mu_;
   std::condition_variable loop_cv_;

@@ -128,6 +128,8 @@ class GrpcWorkspaceDirectory final : public WorkspaceDirectory {
     WorkspaceActivityView view;
     view.jobs.assign(status_response.scheduled_jobs().begin(),
                      status_response.scheduled_jobs().end());
+    view.work_processes.assign(status_response.work_processes().begin(),
+                               status_response.work_processes().end());
     return view;
   }
 

@@ -31,6 +31,8 @@ struct WorkspaceActivityView {
   std::vector<supervisor::v1::ScheduledJob> jobs;
   // Messaging channels the tool has connected ("slack"); empty when none or unknown.
   std::vector<std::string> messaging_channels;
+  // The profile's work processes running now (a build, a long agent task).
+  std::vector<std::string> work_processes;
 };
 
 class WorkspaceDirectory {

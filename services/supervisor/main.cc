@@ -13,7 +13,8 @@
 //   TIDEPOOL_PROFILE         the profile name
 //   TIDEPOOL_DISK_QUOTA_BYTES  the volume quota the file API enforces (507 when reached)
 // Usage: tidepool-supervisor --socket PATH [--tool-log PATH] [--env-file PATH] [--health-http PORT:PATH]
-//        [--stamp-dir DIR] [--schedule-store PATH] [--egress-relay PORT:SOCKET] [--tool-http PORT]
+//        [--stamp-dir DIR] [--schedule-store PATH] [--work-process NAME]...
+//        [--egress-relay PORT:SOCKET] [--tool-http PORT]
 //        [-- TOOL ARGV...]
 //   --tool-http: the tool's web UI port; every path outside /_tidepool/ is forwarded there
 //     (tool_proxy.h), for the proxy only.
@@ -21,6 +22,8 @@
 //     egress proxy at the Unix socket SOCKET (egress_relay.h); the tool's HTTP(S)_PROXY.
 //   --schedule-store: the tool's jobs (ScheduleStore JSON), relative to the home directory;
 //     GetStatus reports them with their next run times in the owner's timezone (TZ).
+//   --work-process NAME (repeatable): a process name that counts as work while it runs;
+//     GetStatus lists those running (the scaler keeps the workspace awake under them).
 //   --stamp-dir: the read-only stamped configuration (stamp-manifest.json and the originals),
 //     guarded by the config guard (config_guard.h); the tool starts only when it verifies.
 //   --env-file: KEY=VALUE lines merged into the tool's environment at every (re)start.
@@ -102,6 +105,7 @@ struct Config {
   // The tool's schedule store, relative to the home directory ("" = none), and the owner's
   // timezone its jobs default to.
   std::string schedule_store;
+  std::set<std::string> work_processes;
   std::string timezone;
   // The tool's web UI port inside the sandbox (0: none); other paths are forwarded there.
   int tool_http_port = 0;
@@ -245,6 +249,9 @@ std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool, File
         LogWarning("cannot read the tool's scheduled jobs",
                    {{"error", std::string(jobs.status().message())}});
       }
+    }
+    for (std::string& name : RunningProcessNames(config.work_processes)) {
+      status.add_work_processes(std::move(name));
     }
     *status.mutable_status_time() =
         google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(now));
@@ -733,6 +740,8 @@ int Main(int argc, char** argv) {
       }
     } else if (arg == "--schedule-store" && i + 1 < argc) {
       config.schedule_store = argv[++i];
+    } else if (arg == "--work-process" && i + 1 < argc) {
+      config.work_processes.insert(argv[++i]);
     } else if (arg == "--stamp-dir" && i + 1 < argc) {
       stamp_dir = argv[++i];
     } else if (arg == "--env-file" && i + 1 < argc) {

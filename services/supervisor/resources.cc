@@ -54,4 +54,21 @@ v1::ResourceUsage SampleProcesses(const std::string& proc_root) {
   return usage;
 }
 
+std::vector<std::string> RunningProcessNames(const std::set<std::string>& names,
+                                             const std::string& proc_root) {
+  std::set<std::string> running;
+  if (names.empty()) return {};
+  if (DIR* dir = ::opendir(proc_root.c_str()); dir != nullptr) {
+    while (dirent* entry = ::readdir(dir)) {
+      int pid = 0;
+      if (!absl::SimpleAtoi(entry->d_name, &pid)) continue;
+      std::ifstream comm(absl::StrCat(proc_root, "/", pid, "/comm"));
+      std::string name;
+      if (std::getline(comm, name) && names.count(name)) running.insert(name);
+    }
+    ::closedir(dir);
+  }
+  return std::vector<std::string>(running.begin(), running.end());
+}
+
 }  // namespace tidepool::supervisor

@@ -898,6 +898,9 @@ TEST_F(BrowserEdgeTest, TheScalerWakesASleepingWorkspaceForItsNextJob) {
     absl::SleepFor(absl::Milliseconds(250));
   }
   ASSERT_TRUE(status.has_next_scheduled_wake_time()) << status.DebugString();
+  // Its profile counts the tool's own process as work, and the supervisor reports it running.
+  EXPECT_THAT(status.keep_awake_reasons(), ::testing::Contains(scalerpb::KEEP_AWAKE_REASON_WORK_PROCESS))
+      << status.DebugString();
   EXPECT_EQ(TimeUtil::TimestampToMicroseconds(status.next_scheduled_wake_time()),
             absl::ToUnixMicros(absl::FromUnixSeconds(absl::ToUnixSeconds(run_at)) - absl::Minutes(2)));
   // Put to sleep, it is woken for the job by the scaler, and says why.

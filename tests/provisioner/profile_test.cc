@@ -31,6 +31,7 @@ TEST(ProfileTest, ReadsHealthPortsSchedulesAndIdentityHeaders) {
   EXPECT_EQ(web.health.http_path, "/");
   EXPECT_THAT(web.ports, ::testing::ElementsAre(8765));
   EXPECT_EQ(web.schedule_store, ".webtool/jobs.json");
+  EXPECT_THAT(web.work_processes, ::testing::ElementsAre("python3"));
   EXPECT_TRUE(web.identity.enabled);
   EXPECT_EQ(web.identity.user_header, "x-forwarded-user");
   EXPECT_THAT(web.identity.strip_headers, ::testing::ElementsAre("x-forwarded-email"));
@@ -65,6 +66,9 @@ TEST(ProfileTest, RejectsBadProfilesWithAClearMessage) {
            {base + "files:\n  - path: stamp-manifest.json\n    template: x\n", "reserved"},
            {base + "ports: [70000]\n", "ports must be port numbers"},
            {base + "schedule_store: /etc/x\n", "schedule_store"},
+           {base + "work_processes: make\n", "work_processes must be a list"},
+           {base + "work_processes: [a-name-longer-than-15]\n", "at most 15 characters"},
+           {base + "work_processes: [\"bin/make\"]\n", "work_processes"},
            {base + "identity_headers: {user_value: email}\n", "user_header"},
            {base + "identity_headers: {user_header: x-user, user_value: name}\n", "user_value"},
            {base + "identity_headers: {user_header: x-user, nope: 1}\n", "unknown key"},

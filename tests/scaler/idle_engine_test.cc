@@ -300,6 +300,21 @@ TEST_F(IdleEngineTest, PerUserOverridesChangeTheTimeoutOrKeepWorkspacesOn) {
   EXPECT_FALSE(status->has_sleep_time());
 }
 
+TEST_F(IdleEngineTest, AProcessTheProfileMarksAsWorkKeepsItAwake) {
+  const absl::Time start = clock_.Now();
+  FakePlatform::Workspace& w = platform_.Add(kWs, commonpb::WORKSPACE_STATE_RUNNING);
+  w.activity.work_processes = {"make"};
+  RunUntil(start + absl::Hours(2));
+  EXPECT_EQ(platform_.State(kWs), commonpb::WORKSPACE_STATE_RUNNING);
+  absl::StatusOr<v1::IdleStatus> status = engine_->Status(kWs);
+  ASSERT_THAT(status, IsOk());
+  EXPECT_THAT(status->keep_awake_reasons(), ElementsAre(v1::KEEP_AWAKE_REASON_WORK_PROCESS));
+  // The build ends; the workspace has been idle all along and sleeps at the next check.
+  w.activity.work_processes.clear();
+  RunUntil(start + absl::Hours(2) + absl::Minutes(1));
+  EXPECT_EQ(platform_.State(kWs), commonpb::WORKSPACE_STATE_SLEEPING);
+}
+
 TEST_F(IdleEngineTest, AFreshlyWokenWorkspaceHasItsGrace) {
   v1::IdlePolicy policy;
   *policy.mutable_idle_timeout() = TimeUtil::SecondsToDuration(60);
