@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "lib/authz.h"
 #include "lib/caller.h"
 #include "lib/grpc_status.h"
 #include "lib/log.h"
@@ -122,9 +123,28 @@ absl::StatusOr<std::vector<std::string>> ScalerServiceImpl::VisibleWorkspaces(
   return ids;
 }
 
-grpc::Status ScalerServiceImpl::RecordActivity(grpc::ServerContext* /*context*/,
+bool ScalerServiceImpl::TakeActivityCall(const std::string& caller) {
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&budget_mu_);
+  auto [it, inserted] = buckets_.try_emplace(caller, budget_.burst, now);
+  auto& [tokens, counted] = it->second;
+  tokens = std::min(budget_.burst,
+                    tokens + absl::ToDoubleSeconds(now - counted) * budget_.per_second);
+  counted = now;
+  if (tokens < 1) return false;
+  tokens -= 1;
+  return true;
+}
+
+grpc::Status ScalerServiceImpl::RecordActivity(grpc::ServerContext* context,
                                                const v1::RecordActivityRequest* request,
                                                v1::RecordActivityResponse* response) {
+  const std::string caller =
+      context->auth_context() != nullptr ? PeerIdentity(*context->auth_context()) : "";
+  if (!TakeActivityCall(caller)) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "too many activity batches; send them at most every few seconds");
+  }
   if (request->records_size() == 0 || request->records_size() > kMaxActivityBatch) {
     return Invalid("a batch holds 1 to 10,000 records");
   }

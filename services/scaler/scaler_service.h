@@ -1,6 +1,12 @@
 #pragma once
 
+#include <map>
+#include <string>
+#include <utility>
 #include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 #include "absl/status/statusor.h"
 #include "lib/service_main.h"
@@ -13,9 +19,17 @@ namespace tidepool::scaler {
 // applies the caller rules (lib/caller.h: a person sees only their own workspaces, and one that
 // is not theirs answers exactly like a missing one; policy, pins and capacity are for admins)
 // and maps statuses.
+// RecordActivity calls per caller identity: `burst` at once, refilled at `per_second` (the
+// proxy sends one batch every few seconds).
+struct ActivityBudget {
+  double burst = 200;
+  double per_second = 50;
+};
+
 class ScalerServiceImpl final : public v1::ScalerService::Service {
  public:
-  explicit ScalerServiceImpl(IdleEngine& engine) : engine_(engine) {}
+  explicit ScalerServiceImpl(IdleEngine& engine, ActivityBudget budget = ActivityBudget())
+      : engine_(engine), budget_(budget) {}
 
   grpc::Status RecordActivity(grpc::ServerContext* context, const v1::RecordActivityRequest* request,
                               v1::RecordActivityResponse* response) override;
@@ -48,7 +62,14 @@ class ScalerServiceImpl final : public v1::ScalerService::Service {
                                                              const std::string& requested,
                                                              bool* all);
 
+  // False once `caller` has used up its RecordActivity budget.
+  bool TakeActivityCall(const std::string& caller);
+
   IdleEngine& engine_;
+  const ActivityBudget budget_;
+  absl::Mutex budget_mu_;
+  // Per caller: tokens left and when they were counted.
+  std::map<std::string, std::pair<double, absl::Time>> buckets_ ABSL_GUARDED_BY(budget_mu_);
 };
 
 // The service as the platform hosts it (used by tidepool-scaler and the all-in-one tidepool).

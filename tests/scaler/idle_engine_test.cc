@@ -11,6 +11,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 #include "lib/sqlite_store.h"
+#include "tests/scaler/fake_platform.h"
 #include "tests/testing/fake_clock.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -27,82 +28,10 @@ using ::testing::IsEmpty;
 using ::tidepool::testing::IsOk;
 using ::tidepool::testing::StatusIs;
 
-constexpr char kWs[] = "ws_aaaaaaaaaaaaaaaaaaaaaaaaaa";
-constexpr char kOwner[] = "u_aaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 google::protobuf::Timestamp Stamp(absl::Time t) {
   return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
 }
-
-// The platform as the scaler sees it: workspaces whose state the test sets and whose sleeps
-// and wakes take effect at once, and their tools' jobs.
-class FakePlatform final : public WorkspaceDirectory {
- public:
-  explicit FakePlatform(Clock& clock) : clock_(clock) {}
-
-  struct Workspace {
-    WorkspaceView view;
-    WorkspaceActivityView activity;
-  };
-
-  Workspace& Add(const std::string& id, commonpb::WorkspaceState state,
-                 const std::string& owner = kOwner) {
-    Workspace& w = workspaces[id];
-    w.view.workspace_id = id;
-    w.view.owner_user_id = owner;
-    w.view.state = state;
-    w.view.last_transition_time = clock_.Now();
-    return w;
-  }
-  commonpb::WorkspaceState State(const std::string& id) { return workspaces[id].view.state; }
-
-  absl::StatusOr<std::vector<WorkspaceView>> List() override {
-    if (!down.ok()) return down;
-    std::vector<WorkspaceView> views;
-    for (const auto& [id, w] : workspaces) views.push_back(w.view);
-    return views;
-  }
-  absl::StatusOr<WorkspaceView> Get(const std::string& id) override {
-    if (!down.ok()) return down;
-    auto it = workspaces.find(id);
-    if (it == workspaces.end()) return absl::NotFoundError("no such workspace");
-    return it->second.view;
-  }
-  absl::Status Sleep(const std::string& id, const std::string& reason) override {
-    if (!down.ok()) return down;
-    sleep_reasons.push_back(reason);
-    Transition(id, commonpb::WORKSPACE_STATE_SLEEPING);
-    return absl::OkStatus();
-  }
-  absl::StatusOr<commonpb::WorkspaceState> Wake(const std::string& id,
-                                                const std::string& reason) override {
-    if (!down.ok()) return down;
-    wake_reasons.push_back(reason);
-    Transition(id, commonpb::WORKSPACE_STATE_RUNNING);
-    return commonpb::WORKSPACE_STATE_RUNNING;
-  }
-  absl::StatusOr<WorkspaceActivityView> Inspect(const std::string& id) override {
-    if (!down.ok()) return down;
-    Workspace& w = workspaces[id];
-    if (w.view.state != commonpb::WORKSPACE_STATE_RUNNING) {
-      return absl::FailedPreconditionError("not running");
-    }
-    return w.activity;
-  }
-
-  void Transition(const std::string& id, commonpb::WorkspaceState state) {
-    workspaces[id].view.state = state;
-    workspaces[id].view.last_transition_time = clock_.Now();
-  }
-
-  std::map<std::string, Workspace> workspaces;
-  std::vector<std::string> sleep_reasons;
-  std::vector<std::string> wake_reasons;
-  absl::Status down;  // every call fails with it when not OK
-
- private:
-  Clock& clock_;
-};
 
 class IdleEngineTest : public ::testing::Test {
  protected:
