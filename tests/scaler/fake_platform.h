@@ -8,8 +8,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "gmock/gmock.h"
 #include "lib/clock.h"
+#include "lib/sqlite_store.h"
+#include "services/scaler/scaler_store.h"
 #include "services/scaler/workspace_directory.h"
+#include "tests/testing/status_matchers.h"
 
 namespace tidepool::scaler {
 
@@ -86,5 +90,20 @@ class FakePlatform final : public WorkspaceDirectory {
   Clock& clock_;
 };
 
+
+// A scaler store in a fresh SQLite file at `path` (the test fails if it cannot be opened).
+struct TestStore {
+  explicit TestStore(const std::string& path) {
+    absl::StatusOr<std::unique_ptr<SqliteDb>> opened = SqliteDb::Open(path, SqliteOptions{});
+    EXPECT_THAT(opened, tidepool::testing::IsOk());
+    if (!opened.ok()) return;
+    db = *std::move(opened);
+    absl::StatusOr<std::unique_ptr<ScalerStore>> made = ScalerStore::Open(*db);
+    EXPECT_THAT(made, tidepool::testing::IsOk());
+    if (made.ok()) store = *std::move(made);
+  }
+  std::unique_ptr<SqliteDb> db;
+  std::unique_ptr<ScalerStore> store;
+};
 
 }  // namespace tidepool::scaler

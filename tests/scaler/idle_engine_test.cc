@@ -39,13 +39,9 @@ class IdleEngineTest : public ::testing::Test {
                      platform_(clock_) {}
 
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<SqliteDb>> db =
-        SqliteDb::Open(tmp_.path() + "/scaler.db", SqliteOptions{});
-    ASSERT_THAT(db, IsOk());
-    db_ = *std::move(db);
-    absl::StatusOr<std::unique_ptr<ScalerStore>> store = ScalerStore::Open(*db_);
-    ASSERT_THAT(store, IsOk());
-    store_ = *std::move(store);
+    stored_ = std::make_unique<TestStore>(tmp_.path() + "/scaler.db");
+    ASSERT_NE(stored_->store, nullptr);
+    store_ = stored_->store.get();
     engine_ = std::make_unique<IdleEngine>(IdleEngineOptions{}, *store_, platform_, clock_,
                                            nullptr, nullptr);
   }
@@ -89,8 +85,8 @@ class IdleEngineTest : public ::testing::Test {
   tidepool::testing::ScopedTempDir tmp_;
   tidepool::testing::FakeClock clock_;
   FakePlatform platform_;
-  std::unique_ptr<SqliteDb> db_;
-  std::unique_ptr<ScalerStore> store_;
+  std::unique_ptr<TestStore> stored_;
+  ScalerStore* store_ = nullptr;
   std::unique_ptr<IdleEngine> engine_;
 };
 

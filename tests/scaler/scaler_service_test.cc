@@ -17,6 +17,7 @@
 #include "lib/sqlite_store.h"
 #include "tests/scaler/fake_platform.h"
 #include "tests/testing/fake_clock.h"
+#include "tests/testing/platform_call.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -38,13 +39,9 @@ class ScalerServiceTest : public ::testing::Test {
 
   void SetUp() override {
     ASSERT_THAT(EnsurePlatformPki(tmp_.Join("pki"), PlatformIdentities()), IsOk());
-    absl::StatusOr<std::unique_ptr<SqliteDb>> db =
-        SqliteDb::Open(tmp_.Join("scaler.db"), SqliteOptions{});
-    ASSERT_THAT(db, IsOk());
-    db_ = *std::move(db);
-    absl::StatusOr<std::unique_ptr<ScalerStore>> store = ScalerStore::Open(*db_);
-    ASSERT_THAT(store, IsOk());
-    store_ = *std::move(store);
+    stored_ = std::make_unique<TestStore>(tmp_.Join("scaler.db"));
+    ASSERT_NE(stored_->store, nullptr);
+    store_ = stored_->store.get();
     engine_ = std::make_unique<IdleEngine>(IdleEngineOptions{}, *store_, platform_, clock_,
                                            nullptr, nullptr);
     platform_.Add(kWs, commonpb::WORKSPACE_STATE_RUNNING, kOwner);
@@ -71,27 +68,14 @@ class ScalerServiceTest : public ::testing::Test {
   }
 
   TlsIdentity Identity(const std::string& name) {
-    absl::StatusOr<TlsIdentity> id = LoadTlsIdentity(tmp_.Join("pki"), name);
-    EXPECT_THAT(id, IsOk());
-    return id.ok() ? *id : TlsIdentity{};
+    return tidepool::testing::TestIdentity(tmp_.Join("pki"), name);
   }
 
   std::unique_ptr<v1::ScalerService::Stub> Stub(const std::string& identity) {
-    return v1::ScalerService::NewStub(
-        DialPlatformService(Identity(identity), absl::StrCat("127.0.0.1:", runner_->grpc_port())));
+    return tidepool::testing::TestStub<v1::ScalerService>(tmp_.Join("pki"), identity, runner_->grpc_port());
   }
 
-  // A client context; with `user`, as the proxy acting for that person.
-  struct Call {
-    explicit Call(const std::string& user = "", const std::string& role = "user") {
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-      if (!user.empty()) {
-        context.AddMetadata("x-tidepool-user-id", user);
-        context.AddMetadata("x-tidepool-role", role);
-      }
-    }
-    grpc::ClientContext context;
-  };
+  using Call = tidepool::testing::PlatformCall;
 
   v1::ActivityRecord Record(const std::string& ws, const std::string& user) {
     v1::ActivityRecord record;
@@ -105,8 +89,8 @@ class ScalerServiceTest : public ::testing::Test {
   tidepool::testing::ScopedTempDir tmp_;
   tidepool::testing::FakeClock clock_;
   FakePlatform platform_;
-  std::unique_ptr<SqliteDb> db_;
-  std::unique_ptr<ScalerStore> store_;
+  std::unique_ptr<TestStore> stored_;
+  ScalerStore* store_ = nullptr;
   std::unique_ptr<IdleEngine> engine_;
   std::unique_ptr<ServerRunner> runner_;
 };

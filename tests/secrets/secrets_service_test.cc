@@ -26,6 +26,7 @@
 #include "lib/server_runner.h"
 #include "services/secrets/secret_file.h"
 #include "tests/secrets/test_support.h"
+#include "tests/testing/platform_call.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
@@ -88,27 +89,14 @@ class SecretsServiceTest : public ::testing::Test {
   }
 
   TlsIdentity Identity(const std::string& name) {
-    absl::StatusOr<TlsIdentity> id = LoadTlsIdentity(tmp_.Join("pki"), name);
-    EXPECT_THAT(id, IsOk());
-    return id.ok() ? *id : TlsIdentity{};
+    return tidepool::testing::TestIdentity(tmp_.Join("pki"), name);
   }
 
   std::unique_ptr<v1::SecretsService::Stub> Stub(const std::string& identity) {
-    return v1::SecretsService::NewStub(
-        DialPlatformService(Identity(identity), absl::StrCat("127.0.0.1:", runner_->grpc_port())));
+    return tidepool::testing::TestStub<v1::SecretsService>(tmp_.Join("pki"), identity, runner_->grpc_port());
   }
 
-  // A client context; with `user`, as the proxy acting for that person.
-  struct Call {
-    explicit Call(const std::string& user = "", const std::string& role = "user") {
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-      if (!user.empty()) {
-        context.AddMetadata("x-tidepool-user-id", user);
-        context.AddMetadata("x-tidepool-role", role);
-      }
-    }
-    grpc::ClientContext context;
-  };
+  using Call = tidepool::testing::PlatformCall;
 
   grpc::Status Put(const std::string& as_user, const std::string& provider,
                    const std::string& field, const std::string& value, v1::PutResponse* response,
