@@ -786,6 +786,22 @@ TEST_F(BrowserEdgeTest, TrafficThroughTheEdgeIsActivityTheScalerShowsItsOwner) {
   EXPECT_EQ(status.value("workspaceId", ""), alice_ws_);
   EXPECT_EQ(status.value("lastActivitySource", ""), "ACTIVITY_SOURCE_HTTP") << status.dump();
   EXPECT_THAT(status["keepAwakeReasons"].dump(), HasSubstr("KEEP_AWAKE_REASON_RECENT_ACTIVITY"));
+  // Traffic on an open WebSocket counts too (reported while the socket carries any).
+  WaitForTool(*alice_, alice_ws_);
+  absl::StatusOr<std::unique_ptr<EdgeBrowser::WebSocket>> socket =
+      alice_->OpenWebSocket(absl::StrCat("/w/", alice_ws_, "/ws"), origin_);
+  ASSERT_THAT(socket, IsOk());
+  const absl::Time ws_deadline = absl::Now() + absl::Seconds(15);
+  while (absl::Now() < ws_deadline) {
+    ASSERT_THAT((*socket)->Write("ping"), IsOk());
+    ASSERT_THAT((*socket)->Read(absl::Seconds(5)), IsOk());
+    EdgeResponse idle = alice_->PostJson("/api/v1/scaler/GetIdleStatus", "{}");
+    ASSERT_EQ(idle.status, 200) << idle.body;
+    status = json::parse(idle.body)["statuses"][0];
+    if (status.value("lastActivitySource", "") == "ACTIVITY_SOURCE_WEBSOCKET") break;
+    absl::SleepFor(absl::Milliseconds(300));
+  }
+  EXPECT_EQ(status.value("lastActivitySource", ""), "ACTIVITY_SOURCE_WEBSOCKET") << status.dump();
   // Bob's workspace is as absent to her as one that does not exist.
   EdgeResponse bobs = alice_->PostJson("/api/v1/scaler/GetIdleStatus",
                                        json{{"workspaceIds", {bob_ws_}}}.dump());
