@@ -1518,9 +1518,9 @@ class EdgeServer::Impl {
       // The endpoint was remembered from before the workspace slept or restarted: look it up
       // again, waking the workspace (and holding the request, or showing the waiting page)
       // if it sleeps now.
-      // A workspace being put to sleep still reads as running for a moment: try again until
-      // the wake timeout.
-      const absl::Time give_up = Now() + options_.wake_timeout;
+      // A workspace being put to sleep still reads as running for a moment: try again for a
+      // few seconds (a sleeping one is woken and waited for by EndpointOrWake itself).
+      const absl::Time give_up = Now() + absl::Seconds(5);
       absl::Duration pause = absl::Milliseconds(20);
       while (ec && Now() < give_up && !ex.entry->closing) {
         ForgetEndpoint(plan.workspace_id);
