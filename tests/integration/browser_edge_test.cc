@@ -770,6 +770,7 @@ TEST_F(BrowserEdgeTest, ARequestForASleepingWorkspaceWakesItAndWaits) {
 // The edge reports a person's traffic to the scaler, which shows each person their own
 // workspace's idle status and no one else's.
 TEST_F(BrowserEdgeTest, TrafficThroughTheEdgeIsActivityTheScalerShowsItsOwner) {
+  WaitForTool(*alice_, alice_ws_);  // the tool's UI answers once it has started
   EdgeResponse visit = alice_->Get(absl::StrCat("/w/", alice_ws_, "/"));
   ASSERT_EQ(visit.status, 200) << visit.body;
   json status;
@@ -787,7 +788,6 @@ TEST_F(BrowserEdgeTest, TrafficThroughTheEdgeIsActivityTheScalerShowsItsOwner) {
   EXPECT_EQ(status.value("lastActivitySource", ""), "ACTIVITY_SOURCE_HTTP") << status.dump();
   EXPECT_THAT(status["keepAwakeReasons"].dump(), HasSubstr("KEEP_AWAKE_REASON_RECENT_ACTIVITY"));
   // Traffic on an open WebSocket counts too (reported while the socket carries any).
-  WaitForTool(*alice_, alice_ws_);
   absl::StatusOr<std::unique_ptr<EdgeBrowser::WebSocket>> socket =
       alice_->OpenWebSocket(absl::StrCat("/w/", alice_ws_, "/ws"), origin_);
   ASSERT_THAT(socket, IsOk());
