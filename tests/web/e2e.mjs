@@ -1,0 +1,198 @@
+// End-to-end tests of the web UI: the real platform (`tidepool up`, every service, real sandboxes)
+// and real Chromium (Debian's package) driven by playwright-core. Every page visited is saved as
+// a screenshot under <build dir>/web-screenshots/ so the pages can be looked at.
+//
+//   node tests/web/e2e.mjs --build-dir build [--only NAME]
+//
+// Exits 0 when every scenario passes; prints one line per scenario and, for a failure, the
+// error and where the logs are (the temporary directory is then kept).
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const SOURCE = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const args = process.argv.slice(2);
+const flag = (name, fallback) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
+};
+const BUILD = resolve(flag('build-dir', join(SOURCE, 'build')));
+const ONLY = flag('only', '');
+const SHOTS = join(BUILD, 'web-screenshots');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const PASSWORD = 'correct horse battery staple 42';
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const server = createServer();
+    server.on('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => ok(port));
+    });
+  });
+}
+
+async function waitFor(check, what, timeoutMs = 30000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+// The whole platform in one process, on loopback, with its own data directory.
+class Platform {
+  static async start(dir) {
+    const port = await freePort();
+    const origin = `http://127.0.0.1:${port}`;
+    const services = ['auth', 'provisioner', 'secrets', 'proxy', 'scaler', 'audit'];
+    let yaml = `log:\n  level: info\nplatform:\n  public_url: ${origin}\n`;
+    for (const s of services) {
+      yaml += `${s}:\n  grpc_port: 0\n  metrics_port: 0\n`;
+      if (s === 'proxy') yaml += `  http_port: ${port}\n  web_root: ${join(SOURCE, 'web/dist')}\n`;
+      if (s === 'provisioner') yaml += '  hard_disk_quota: false\n';
+      if (s === 'audit') yaml += '  checkpoint_append_only: false\n';
+    }
+    writeFileSync(join(dir, 'tidepool.yaml'), yaml);
+    const platform = new Platform(dir, origin);
+    platform.process = spawn(
+      join(BUILD, 'tidepool'),
+      ['up', '--config', join(dir, 'tidepool.yaml'), '--data-dir', join(dir, 'data')],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    platform.process.stdout.on('data', (d) => { platform.stdout += d; });
+    platform.process.stderr.on('data', (d) => { platform.stderr += d; });
+    await waitFor(() => /\/setup#(tps_[a-z0-9]+)/.test(platform.stdout), 'the setup link', 60000);
+    await waitFor(async () => {
+      try { return (await fetch(`${origin}/healthz`)).ok; } catch { return false; }
+    }, 'the edge');
+    return platform;
+  }
+
+  constructor(dir, origin) {
+    this.dir = dir;
+    this.origin = origin;
+    this.stdout = '';
+    this.stderr = '';
+  }
+
+  setupLink() {
+    return `${this.origin}/setup#${/\/setup#(tps_[a-z0-9]+)/.exec(this.stdout)[1]}`;
+  }
+
+  ctl(...argv) {
+    return execFileSync(join(BUILD, 'tidepoolctl'), [...argv, '--data-dir', join(this.dir, 'data')],
+                        { encoding: 'utf8' });
+  }
+
+  // Deletes every workspace (sandboxes outlive the platform by design), then stops it.
+  async stop() {
+    try {
+      const ids = [...this.ctl('workspaces', 'list').matchAll(/^(ws_[a-z2-7]{26})/gm)].map((m) => m[1]);
+      for (const id of ids) this.ctl('workspaces', 'delete', '--workspace', id, '--confirm', id);
+      await waitFor(() => this.ctl('workspaces', 'list').split('\n')
+                              .filter((l) => l.startsWith('ws_') && !/deleted\s+deleted/.test(l))
+                              .length === 0, 'the workspaces to be deleted', 20000);
+    } finally {
+      this.process.kill('SIGTERM');
+      await new Promise((r) => this.process.once('exit', r));
+    }
+  }
+}
+
+async function shoot(page, name) {
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+async function expectWorkspaceRunning(page) {
+  await page.getByTestId('home-page').waitFor();
+  await page.locator('[data-testid="workspace-state"][data-state="WORKSPACE_STATE_RUNNING"]')
+      .waitFor({ timeout: 30000 });
+}
+
+const scenarios = {
+  // The first administrator opens the setup link, sets a password, lands on the workspace home and
+  // sees their workspace come up; signs out, and signs in again with the password.
+  async firstAdminSetsUpSignsOutAndSignsIn(browser, platform) {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    // Exceptions and console errors (a CSP violation, a failed script) fail the scenario;
+    // Chromium's own line for each 4xx answer (the wrong password below) does not.
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) {
+        errors.push(m.text());
+      }
+    });
+    await page.goto(platform.setupLink());
+    await page.getByTestId('setup-page').waitFor();
+    await shoot(page, 'setup');
+    await page.getByLabel(/^password$/i).fill(PASSWORD);
+    await page.getByLabel(/again/i).fill(PASSWORD);
+    await page.getByRole('button', { name: /set password/i }).click();
+    await expectWorkspaceRunning(page);
+    await shoot(page, 'home-running');
+    await page.getByRole('button', { name: /sign out/i }).click();
+    await page.getByTestId('signin-page').waitFor();
+    await shoot(page, 'signin');
+    await page.getByLabel(/e-?mail/i).fill('admin@tidepool.local');
+    await page.getByLabel(/^password$/i).fill('not the password');
+    await page.getByRole('button', { name: /^sign in$/i }).click();
+    await page.getByRole('alert').waitFor();
+    await shoot(page, 'signin-error');
+    await page.getByLabel(/^password$/i).fill(PASSWORD);
+    await page.getByRole('button', { name: /^sign in$/i }).click();
+    await expectWorkspaceRunning(page);
+    await page.goto(`${platform.origin}/no/such/page`);
+    await page.getByTestId('notfound-page').waitFor();
+    await shoot(page, 'not-found');
+    if (errors.length > 0) throw new Error(`the page reported errors: ${errors.join('; ')}`);
+  },
+};
+
+const dir = mkdtempSync(join(tmpdir(), 'tidepool-web-'));
+let failed = 0;
+let platform;
+let browser;
+try {
+  if (!existsSync(join(SOURCE, 'web/dist/index.html'))) {
+    throw new Error('web/dist is not built (node web/build.mjs)');
+  }
+  platform = await Platform.start(dir);
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  for (const [name, run] of Object.entries(scenarios)) {
+    if (ONLY && name !== ONLY) continue;
+    const started = Date.now();
+    try {
+      await run(browser, platform);
+      console.log(`[ PASS ] ${name} (${Date.now() - started} ms)`);
+    } catch (e) {
+      failed++;
+      console.log(`[ FAIL ] ${name}: ${e.message}`);
+    }
+  }
+} catch (e) {
+  failed++;
+  console.log(`[ FAIL ] setup: ${e.message}`);
+} finally {
+  if (browser) await browser.close();
+  if (platform) {
+    try { await platform.stop(); } catch (e) { failed++; console.log(`[ FAIL ] cleanup: ${e.message}`); }
+  }
+  if (failed === 0) {
+    try { execFileSync('chattr', ['-R', '-a', dir], { stdio: 'ignore' }); } catch { /* sockets have no flags */ }
+    rmSync(dir, { recursive: true, force: true });
+  } else {
+    if (platform) writeFileSync(join(dir, 'platform.log'), platform.stdout + platform.stderr);
+    console.log(`logs kept in ${dir}`);
+  }
+}
+console.log(`screenshots in ${SHOTS}`);
+process.exit(failed === 0 ? 0 : 1);
