@@ -155,6 +155,155 @@ const scenarios = {
     await shoot(page, 'not-found');
     if (errors.length > 0) throw new Error(`the page reported errors: ${errors.join('; ')}`);
   },
+
+  // The administrator signs in, opens Keys from the top navigation, stores an API key and sees
+  // "Stored" but never the value: not in the page, not in any answer the page received, not
+  // after a reload. A value that is too long is refused in plain words. Deleting the key (after
+  // the confirmation step, which Escape cancels) brings back "Not set".
+  async keysPageStoresAWriteOnlyKeyAndDeletesIt(browser, platform) {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) {
+        errors.push(m.text());
+      }
+    });
+    // Every answer the page receives, read in full (redirects have no body to read).
+    const bodies = [];
+    // The page lists the keys again after each change; a reload must not cut that answer off
+    // (its body could then not be read), so the test waits for it.
+    const relisted = () => page.waitForResponse((r) => r.url().endsWith('/api/v1/secrets/List'))
+        .then((r) => r.text());
+    page.on('response', (response) => {
+      bodies.push(response.text()
+          .then((text) => ({ url: response.url(), status: response.status(), text }))
+          .catch(() => ({ url: response.url(), status: response.status(), text: '', unread: true })));
+    });
+
+    await page.goto(platform.origin);
+    await page.getByTestId('signin-page').waitFor();
+    await page.getByLabel(/e-?mail/i).fill('admin@tidepool.local');
+    await page.getByLabel(/^password$/i).fill(PASSWORD);
+    await page.getByRole('button', { name: /^sign in$/i }).click();
+    await page.getByTestId('home-page').waitFor();
+    const nav = page.getByRole('navigation', { name: 'Main' });
+    await nav.getByRole('link', { name: 'Home' }).waitFor();
+    const catalogueAnswer = page.waitForResponse(
+        (r) => r.url().endsWith('/api/v1/secrets/GetCatalogue') && r.status() === 200);
+    await nav.getByRole('link', { name: 'Keys' }).click();
+    await page.getByTestId('keys-page').waitFor();
+    if (new URL(page.url()).pathname !== '/keys') throw new Error(`Keys opened ${page.url()}`);
+
+    // The provider: OpenAI when the catalogue has it, else the first whose API-key field takes
+    // the test value (the catalogue's formats are RE2, which JavaScript reads the same here).
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+    const random = Array.from({ length: 40 }, () => alphabet[Math.floor(Math.random() * alphabet.length)]).join('');
+    const value = `sk-test-${random}`;
+    const { providers = [] } = await (await catalogueAnswer).json();
+    const takes = (field) => /api_?key|token/i.test(field.fieldId || '') &&
+        new RegExp(`^(?:${field.format || '.*'})$`).test(value) && value.length <= (field.maxLength || 1e9);
+    const candidates = providers.flatMap((p) => (p.fields || []).filter(takes).map((f) => ({ provider: p, field: f })));
+    const chosen = candidates.find((c) => c.provider.providerId === 'openai') || candidates[0];
+    if (!chosen) throw new Error('no provider in the catalogue takes an sk-test- API key');
+    const providerId = chosen.provider.providerId;
+    const fieldId = chosen.field.fieldId;
+    const block = page.getByTestId(`provider-${providerId}`);
+    const status = page.getByTestId(`status-${providerId}-${fieldId}`);
+    const input = block.getByLabel(new RegExp(`^New value for ${chosen.field.displayName}`));
+    const save = block.getByRole('button', { name: /^Save\b/ });
+    await status.filter({ hasText: /^Not set$/ }).waitFor();
+    if ((await input.getAttribute('type')) !== 'password') throw new Error('the key input is not a password input');
+    if ((await input.getAttribute('autocomplete')) !== 'off') throw new Error('the key input allows autocomplete');
+    await shoot(page, 'keys');
+
+    // Too long: the server's reason, in plain words, in an alert; nothing is stored.
+    const limit = chosen.field.maxLength || 256;
+    await input.fill(`sk-${'a'.repeat(limit + 10)}`);
+    await save.click();
+    const alert = block.getByRole('alert');
+    await alert.waitFor();
+    const said = await alert.innerText();
+    if (!/not saved/i.test(said) || !new RegExp(`at most ${limit}`).test(said)) {
+      throw new Error(`unexpected error text for a value that is too long: ${said}`);
+    }
+    await status.filter({ hasText: /^Not set$/ }).waitFor();
+
+    // A good value: stored, the input cleared, the value nowhere to be seen.
+    await input.fill(value);
+    const afterSave = relisted();
+    await save.click();
+    await status.filter({ hasText: /^Stored$/ }).waitFor();
+    await afterSave;
+    if ((await input.inputValue()) !== '') throw new Error('the input still holds the value after saving');
+    if ((await alert.count()) !== 0) throw new Error(`an error is still shown: ${await alert.innerText()}`);
+    await block.getByRole('status').filter({ hasText: /saved/i }).waitFor();
+    await shoot(page, 'keys-stored');
+    const leaks = async (when) => {
+      if ((await page.content()).includes(random)) throw new Error(`the value is in the page's HTML ${when}`);
+      const answers = await Promise.all(bodies);
+      const leaked = answers.filter((a) => a.text.includes(random)).map((a) => a.url);
+      if (leaked.length > 0) throw new Error(`the value is in answers ${when}: ${leaked.join(', ')}`);
+      const unread = answers.filter((a) => a.unread && new URL(a.url).pathname.startsWith('/api/'));
+      if (unread.length > 0) throw new Error(`could not read answers ${when}: ${unread.map((a) => a.url).join(', ')}`);
+      return answers;
+    };
+    const answers = await leaks('after saving');
+    if (!answers.some((a) => a.url.endsWith('/api/v1/secrets/Put') && a.status === 200)) {
+      throw new Error('no successful Put answer was seen');
+    }
+
+    // Still stored after a reload (the page reads List, metadata only).
+    await page.reload();
+    await page.getByTestId('keys-page').waitFor();
+    await status.filter({ hasText: /^Stored$/ }).waitFor();
+    await block.locator('time').first().waitFor();
+    await leaks('after a reload');
+
+    // Usable at 360 px: nothing wider than the screen.
+    await page.setViewportSize({ width: 360, height: 800 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 0) throw new Error(`the keys page is ${overflow}px wider than a 360px screen`);
+    await shoot(page, 'keys-360');
+    await page.setViewportSize({ width: 1280, height: 720 });
+
+    // Delete: a confirmation step in the page; Escape cancels it and gives the focus back.
+    const remove = block.getByRole('button', { name: /^Delete\b/ });
+    await remove.click();
+    const confirmDelete = block.getByRole('button', { name: /^Yes, delete$/ });
+    await confirmDelete.waitFor();
+    await shoot(page, 'keys-delete-confirm');
+    await page.keyboard.press('Escape');
+    await confirmDelete.waitFor({ state: 'detached' });
+    if (!(await remove.evaluate((el) => el === document.activeElement))) {
+      throw new Error('the focus did not return to Delete after cancelling');
+    }
+    await status.filter({ hasText: /^Stored$/ }).waitFor();
+    await remove.click();
+    const afterDelete = relisted();
+    await confirmDelete.click();
+    await status.filter({ hasText: /^Not set$/ }).waitFor();
+    await afterDelete;
+    await Promise.all(bodies);
+    await remove.waitFor({ state: 'detached' });
+    await page.reload();
+    await page.getByTestId('keys-page').waitFor();
+    await status.filter({ hasText: /^Not set$/ }).waitFor();
+    await leaks('after deleting');
+    if (errors.length > 0) throw new Error(`the page reported errors: ${errors.join('; ')}`);
+    await page.close();
+
+    // Signed out, /keys asks to sign in and comes back to Keys.
+    const fresh = await browser.newPage();
+    await fresh.goto(`${platform.origin}/keys`);
+    await fresh.getByTestId('signin-page').waitFor();
+    await fresh.getByLabel(/e-?mail/i).fill('admin@tidepool.local');
+    await fresh.getByLabel(/^password$/i).fill(PASSWORD);
+    await fresh.getByRole('button', { name: /^sign in$/i }).click();
+    await fresh.getByTestId('keys-page').waitFor();
+    await fresh.getByTestId(`status-${providerId}-${fieldId}`).filter({ hasText: /^Not set$/ }).waitFor();
+    await fresh.close();
+  },
 };
 
 const dir = mkdtempSync(join(tmpdir(), 'tidepool-web-'));

@@ -185,3 +185,74 @@ export interface WorkspaceResponse {
 export interface GetUserResponse {
   user?: { userId?: string; email?: string; displayName?: string };
 }
+
+// ---- tidepool.secrets.v1 (the keys page). Values are write-only: no answer ever carries one.
+
+/** tidepool.secrets.v1.ProviderCategory, as its enum name. */
+export type ProviderCategory =
+  | "PROVIDER_CATEGORY_UNSPECIFIED"
+  | "PROVIDER_CATEGORY_AI_MODEL"
+  | "PROVIDER_CATEGORY_WEB_SEARCH"
+  | "PROVIDER_CATEGORY_MESSAGING"
+  | "PROVIDER_CATEGORY_DEVELOPER";
+
+/** tidepool.secrets.v1.FieldKind, as its enum name. */
+export type FieldKind = "FIELD_KIND_UNSPECIFIED" | "FIELD_KIND_SECRET" | "FIELD_KIND_URL";
+
+/** tidepool.secrets.v1.ProviderField (the fields this app reads). */
+export interface KeyField {
+  fieldId?: string;
+  displayName?: string;
+  kind?: FieldKind;
+  format?: string;
+  placeholder?: string;
+  required?: boolean;
+  maxLength?: number;
+}
+
+/** tidepool.secrets.v1.Provider (the fields this app reads; not the profile mappings). */
+export interface KeyProvider {
+  providerId?: string;
+  displayName?: string;
+  category?: ProviderCategory;
+  description?: string;
+  docsUrl?: string;
+  fields?: KeyField[];
+  capability?: string;
+  capabilityDisplayName?: string;
+}
+
+/** tidepool.secrets.v1.GetCatalogueResponse */
+export interface GetCatalogueResponse {
+  providers?: KeyProvider[];
+  catalogueVersion?: string;
+}
+
+/** tidepool.secrets.v1.SecretMetadata: what is known about a stored value, never the value.
+ * Timestamps are RFC 3339 strings; int64 fields are strings in protobuf's JSON mapping. */
+export interface SecretMetadata {
+  userId?: string;
+  providerId?: string;
+  fieldId?: string;
+  createTime?: string;
+  updateTime?: string;
+  version?: string;
+  fingerprint?: string;
+}
+
+/** tidepool.secrets.v1.ListResponse */
+export interface ListSecretsResponse {
+  secrets?: SecretMetadata[];
+  capabilities?: string[];
+}
+
+/** tidepool.secrets.v1.PutResponse */
+export interface PutSecretResponse {
+  secret?: SecretMetadata;
+  appliesWithoutRestart?: boolean;
+}
+
+/** tidepool.secrets.v1.DeleteResponse */
+export interface DeleteSecretResponse {
+  deletedSecrets?: SecretMetadata[];
+}

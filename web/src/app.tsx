@@ -1,13 +1,24 @@
-// The app's frame and routes. "/" shows the sign-in page or the workspace home, depending on
-// GET /auth/session (checked again on every navigation to "/").
+// The app's frame and routes. "/" shows the sign-in page or the workspace home, "/keys" the
+// sign-in page or the keys page, depending on GET /auth/session (checked again on every
+// navigation to either). Signed in, the top bar carries the navigation (Home, Keys).
 import { useEffect, useState } from "preact/hooks";
 import { api, ApiError, csrfToken, messageOf, setUnauthorizedHandler, type Session } from "./api";
 import { HomePage } from "./pages/Home";
+import { KeysPage } from "./pages/Keys";
 import { NotFoundPage } from "./pages/NotFound";
 import { SetupPage } from "./pages/Setup";
 import { SignInPage } from "./pages/SignIn";
 import { Link, navigate, useLocation, type Location } from "./router";
 import { ErrorMessage, Page } from "./ui";
+
+/** The pages that need a session; signed out, they show the sign-in page and come back after. */
+const SIGNED_IN_PATHS = new Set(["/", "/keys"]);
+
+/** The top navigation, shown when signed in. */
+const NAVIGATION = [
+  { href: "/", label: "Home" },
+  { href: "/keys", label: "Keys" },
+];
 
 type SessionState =
   | { status: "loading" }
@@ -24,13 +35,13 @@ export function App() {
   useEffect(() => {
     setUnauthorizedHandler(() => {
       setSession({ status: "signed-out" });
-      if (window.location.pathname !== "/") navigate("/");
+      if (!SIGNED_IN_PATHS.has(window.location.pathname)) navigate("/");
     });
   }, []);
 
-  const home = location.path === "/";
+  const guarded = SIGNED_IN_PATHS.has(location.path);
   useEffect(() => {
-    if (!home) return undefined;
+    if (!guarded) return undefined;
     // The CSRF cookie is set and cleared with the session cookies: without it there is no
     // session to ask about (and no 401 to log in the browser's console).
     if (!csrfToken()) {
@@ -49,7 +60,7 @@ export function App() {
         }
       });
     return () => controller.abort();
-  }, [home, location.key, attempt]);
+  }, [guarded, location.key, attempt]);
 
   return (
     <>
@@ -57,6 +68,19 @@ export function App() {
         <Link class="brand" href="/">
           Tidepool
         </Link>
+        {session.status === "signed-in" && (
+          <nav class="topnav" aria-label="Main">
+            <ul>
+              {NAVIGATION.map(({ href, label }) => (
+                <li key={href}>
+                  <Link href={href} aria-current={location.path === href ? "page" : undefined}>
+                    {label}
+                  </Link>
+                </li>
+              ))}
+            </ul>
+          </nav>
+        )}
       </header>
       {route(location, session, () => setAttempt(attempt + 1))}
     </>
@@ -66,7 +90,7 @@ export function App() {
 function route({ path, key }: Location, session: SessionState, retry: () => void) {
   // Keyed by the navigation, so that the setup page reads the link's token again.
   if (path === "/setup") return <SetupPage key={key} />;
-  if (path !== "/") return <NotFoundPage />;
+  if (!SIGNED_IN_PATHS.has(path)) return <NotFoundPage />;
   switch (session.status) {
     case "loading":
       return (
@@ -77,8 +101,9 @@ function route({ path, key }: Location, session: SessionState, retry: () => void
         </main>
       );
     case "signed-out":
-      return <SignInPage />;
+      return <SignInPage returnPath={path} />;
     case "signed-in":
+      if (path === "/keys") return <KeysPage key={session.session.sessionId} />;
       return <HomePage key={session.session.sessionId} session={session.session} />;
     case "error":
       return (

@@ -10,7 +10,7 @@ import {
   type Workspace,
   type WorkspaceResponse,
 } from "../api";
-import { navigate } from "../router";
+import { Link, navigate } from "../router";
 import { ErrorMessage, Page } from "../ui";
 
 const POLL_MS = 1000;
@@ -183,6 +183,14 @@ export function HomePage({ session }: { session: Session }) {
             </li>
           </ul>
         )}
+      </section>
+
+      <section class="card" aria-labelledby="keys-heading">
+        <h2 id="keys-heading">Your keys</h2>
+        <p>Add your own API keys for more models, web search, chat apps and GitHub. A saved key is never shown again.</p>
+        <Link class="button" href="/keys">
+          Manage your keys
+        </Link>
       </section>
     </Page>
   );

@@ -13,7 +13,8 @@ type Providers =
   | { status: "error"; message: string }
   | { status: "ready"; federated: Provider[]; local: boolean; inviteRequired: boolean };
 
-export function SignInPage() {
+/** `returnPath`: the page of this app to come back to once signed in ("/" or "/keys"). */
+export function SignInPage({ returnPath = "/" }: { returnPath?: string }) {
   const [providers, setProviders] = useState<Providers>({ status: "loading" });
   const [attempt, setAttempt] = useState(0);
 
@@ -51,12 +52,19 @@ export function SignInPage() {
           </button>
         </>
       )}
-      {providers.status === "ready" && <SignInOptions {...providers} />}
+      {providers.status === "ready" && <SignInOptions {...providers} returnPath={returnPath} />}
     </Page>
   );
 }
 
-function SignInOptions({ federated, local, inviteRequired }: { federated: Provider[]; local: boolean; inviteRequired: boolean }) {
+interface SignInOptionsProps {
+  federated: Provider[];
+  local: boolean;
+  inviteRequired: boolean;
+  returnPath: string;
+}
+
+function SignInOptions({ federated, local, inviteRequired, returnPath }: SignInOptionsProps) {
   const [invite, setInvite] = useState("");
   const showInvite = inviteRequired && federated.length > 0;
 
@@ -65,7 +73,7 @@ function SignInOptions({ federated, local, inviteRequired }: { federated: Provid
   }
 
   const start = (provider: Provider) => {
-    const query = new URLSearchParams({ return_path: "/", timezone: browserTimeZone() });
+    const query = new URLSearchParams({ return_path: returnPath, timezone: browserTimeZone() });
     if (showInvite && invite.trim()) query.set("invite", invite.trim());
     window.location.assign(`/auth/start/${encodeURIComponent(provider.providerId ?? "")}?${query.toString()}`);
   };
@@ -74,7 +82,7 @@ function SignInOptions({ federated, local, inviteRequired }: { federated: Provid
   // federated providers in configuration order.
   return (
     <>
-      {local && <PasswordForm />}
+      {local && <PasswordForm returnPath={returnPath} />}
       {federated.length > 0 && local && <p class="divider">or</p>}
       {federated.length > 0 && (
         <div class="stack">
@@ -104,7 +112,7 @@ function SignInOptions({ federated, local, inviteRequired }: { federated: Provid
   );
 }
 
-function PasswordForm() {
+function PasswordForm({ returnPath }: { returnPath: string }) {
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
   const [busy, setBusy] = useState(false);
@@ -117,7 +125,7 @@ function PasswordForm() {
     setError("");
     try {
       await api("/auth/password", { body: { email: email.trim(), password, timezone: browserTimeZone() || undefined } });
-      navigate("/", { replace: true });
+      navigate(returnPath, { replace: true });
     } catch (failure) {
       setError(messageOf(failure));
       setBusy(false);
