@@ -117,20 +117,25 @@ async function expectWorkspaceRunning(page) {
       .waitFor({ timeout: 30000 });
 }
 
+// A new page whose exceptions and console errors (a CSP violation, a failed script) are
+// collected in `errors`; Chromium's own line for each 4xx answer (a wrong password) is not.
+async function watchedPage(browser) {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) {
+      errors.push(m.text());
+    }
+  });
+  return { page, errors };
+}
+
 const scenarios = {
   // The first administrator opens the setup link, sets a password, lands on the workspace home and
   // sees their workspace come up; signs out, and signs in again with the password.
   async firstAdminSetsUpSignsOutAndSignsIn(browser, platform) {
-    const page = await browser.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    // Exceptions and console errors (a CSP violation, a failed script) fail the scenario;
-    // Chromium's own line for each 4xx answer (the wrong password below) does not.
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) {
-        errors.push(m.text());
-      }
-    });
+    const { page, errors } = await watchedPage(browser);
     await page.goto(platform.setupLink());
     await page.getByTestId('setup-page').waitFor();
     await shoot(page, 'setup');
@@ -161,14 +166,7 @@ const scenarios = {
   // after a reload. A value that is too long is refused in plain words. Deleting the key (after
   // the confirmation step, which Escape cancels) brings back "Not set".
   async keysPageStoresAWriteOnlyKeyAndDeletesIt(browser, platform) {
-    const page = await browser.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) {
-        errors.push(m.text());
-      }
-    });
+    const { page, errors } = await watchedPage(browser);
     // Every answer the page receives, read in full (redirects have no body to read).
     const bodies = [];
     // The page lists the keys again after each change; a reload must not cut that answer off
