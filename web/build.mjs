@@ -1,5 +1,5 @@
-// Builds the web UI into dist/: app.js (src/main.tsx and everything it imports, Preact
-// included, minified), plus the static files copied from src/. Exits non-zero on any error.
+// Builds the web UI into dist/: app.js (src/main.tsx and everything it imports, Preact and
+// xterm.js included, minified), plus the static files copied from src/ and xterm.js's xterm.css. Exits non-zero on any error.
 import { copyFile, mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -29,7 +29,9 @@ try {
   for (const file of staticFiles) {
     await copyFile(join(src, file), join(dist, file));
   }
-  console.log(`built ${dist}: app.js, ${staticFiles.join(", ")}`);
+  // xterm.js's own stylesheet, linked from index.html (no CDN: the CSP is default-src 'self').
+  await copyFile(join(here, "node_modules/@xterm/xterm/css/xterm.css"), join(dist, "xterm.css"));
+  console.log(`built ${dist}: app.js, ${staticFiles.join(", ")}, xterm.css`);
 } catch (error) {
   // esbuild has already printed its diagnostics; anything else (a missing file) is shown here.
   if (!(error && typeof error === "object" && "errors" in error)) console.error(error);

@@ -131,6 +131,16 @@ async function watchedPage(browser) {
   return { page, errors };
 }
 
+// Signs the administrator in with the e-mail form (after the first scenario set the password).
+async function signInAsAdmin(page, platform) {
+  await page.goto(platform.origin);
+  await page.getByTestId('signin-page').waitFor();
+  await page.getByLabel(/e-?mail/i).fill('admin@tidepool.local');
+  await page.getByLabel(/^password$/i).fill(PASSWORD);
+  await page.getByRole('button', { name: /^sign in$/i }).click();
+  await page.getByTestId('home-page').waitFor();
+}
+
 const scenarios = {
   // The first administrator opens the setup link, sets a password, lands on the workspace home and
   // sees their workspace come up; signs out, and signs in again with the password.
@@ -179,12 +189,7 @@ const scenarios = {
           .catch(() => ({ url: response.url(), status: response.status(), text: '', unread: true })));
     });
 
-    await page.goto(platform.origin);
-    await page.getByTestId('signin-page').waitFor();
-    await page.getByLabel(/e-?mail/i).fill('admin@tidepool.local');
-    await page.getByLabel(/^password$/i).fill(PASSWORD);
-    await page.getByRole('button', { name: /^sign in$/i }).click();
-    await page.getByTestId('home-page').waitFor();
+    await signInAsAdmin(page, platform);
     const nav = page.getByRole('navigation', { name: 'Main' });
     await nav.getByRole('link', { name: 'Home' }).waitFor();
     const catalogueAnswer = page.waitForResponse(
@@ -301,6 +306,51 @@ const scenarios = {
     await fresh.getByTestId('keys-page').waitFor();
     await fresh.getByTestId(`status-${providerId}-${fieldId}`).filter({ hasText: /^Not set$/ }).waitFor();
     await fresh.close();
+  },
+
+  // The administrator signs in, opens Terminal from the top navigation, waits for the shell,
+  // runs a command whose output differs from what was typed, and sees the output; after a
+  // reload the same shell is attached again and its scrollback (with the output) is replayed.
+  async terminalRunsACommand(browser, platform) {
+    const { page, errors } = await watchedPage(browser);
+    await signInAsAdmin(page, platform);
+    const nav = page.getByRole('navigation', { name: 'Main' });
+    await nav.getByRole('link', { name: 'Terminal' }).click();
+    await page.getByTestId('terminal-page').waitFor();
+    if (new URL(page.url()).pathname !== '/terminal') throw new Error(`Terminal opened ${page.url()}`);
+    await page.getByRole('heading', { level: 1, name: 'Terminal' }).waitFor();
+
+    const rows = page.locator('.xterm-rows');
+    const connected = page.locator('[data-testid="terminal-status"][data-connection="connected"]');
+    const shellShown = () => page.waitForFunction(
+        () => (document.querySelector('.xterm-rows')?.textContent || '').trim().length > 0,
+        null, { timeout: 30000 });
+    await connected.waitFor({ timeout: 30000 });
+    await shellShown();
+    // The id the page keeps for a reload (letters, digits, '-' and '_').
+    const sessionBefore = await page.evaluate(() => Object.entries(sessionStorage)
+        .filter(([k]) => k.startsWith('tidepool.terminal.')).map(([, v]) => v).join(','));
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(sessionBefore)) throw new Error(`unexpected session id "${sessionBefore}"`);
+
+    await page.getByRole('region', { name: 'Terminal' }).click();
+    await page.keyboard.type('echo tide$((20+22))pool');
+    await page.keyboard.press('Enter');
+    await rows.filter({ hasText: 'tide42pool' }).waitFor({ timeout: 20000 });
+    await shoot(page, 'terminal');
+
+    // A reload re-attaches to the same shell: the scrollback shows the output again.
+    await page.reload();
+    await page.getByTestId('terminal-page').waitFor();
+    await connected.waitFor({ timeout: 30000 });
+    await rows.filter({ hasText: 'tide42pool' }).waitFor({ timeout: 20000 });
+    const sessionAfter = await page.evaluate(() => Object.entries(sessionStorage)
+        .filter(([k]) => k.startsWith('tidepool.terminal.')).map(([, v]) => v).join(','));
+    if (sessionAfter !== sessionBefore) throw new Error(`the reload used session ${sessionAfter}, not ${sessionBefore}`);
+    if ((await page.getByRole('alert').count()) !== 0) {
+      throw new Error(`an alert is shown: ${await page.getByRole('alert').first().innerText()}`);
+    }
+    if (errors.length > 0) throw new Error(`the page reported errors: ${errors.join('; ')}`);
+    await page.close();
   },
 };
 

@@ -50,6 +50,11 @@ export function setUnauthorizedHandler(listener: UnauthorizedListener): void {
   onUnauthorized = listener;
 }
 
+/** Tells the app that the session is gone without a 401 (a terminal closed with 1008). */
+export function sessionEnded(): void {
+  onUnauthorized();
+}
+
 // Where a 401 means "wrong password" or "bad setup link", not "session gone".
 const SIGN_IN_FORMS = new Set(["/auth/password", "/auth/setup"]);
 

@@ -1,6 +1,7 @@
-// The app's frame and routes. "/" shows the sign-in page or the workspace home, "/keys" the
-// sign-in page or the keys page, depending on GET /auth/session (checked again on every
-// navigation to either). Signed in, the top bar carries the navigation (Home, Keys).
+// The app's frame and routes. "/" shows the sign-in page or the workspace home, "/terminal" and
+// "/keys" the sign-in page or the terminal or keys page, depending on GET /auth/session (checked
+// again on every navigation to any of them). Signed in, the top bar carries the navigation
+// (Home, Terminal, Keys).
 import { useEffect, useState } from "preact/hooks";
 import { api, ApiError, csrfToken, messageOf, setUnauthorizedHandler, type Session } from "./api";
 import { HomePage } from "./pages/Home";
@@ -8,15 +9,17 @@ import { KeysPage } from "./pages/Keys";
 import { NotFoundPage } from "./pages/NotFound";
 import { SetupPage } from "./pages/Setup";
 import { SignInPage } from "./pages/SignIn";
+import { TerminalPage } from "./pages/Terminal";
 import { Link, navigate, useLocation, type Location } from "./router";
 import { ErrorMessage, Page } from "./ui";
 
 /** The pages that need a session; signed out, they show the sign-in page and come back after. */
-const SIGNED_IN_PATHS = new Set(["/", "/keys"]);
+const SIGNED_IN_PATHS = new Set(["/", "/terminal", "/keys"]);
 
 /** The top navigation, shown when signed in. */
 const NAVIGATION = [
   { href: "/", label: "Home" },
+  { href: "/terminal", label: "Terminal" },
   { href: "/keys", label: "Keys" },
 ];
 
@@ -104,6 +107,7 @@ function route({ path, key }: Location, session: SessionState, retry: () => void
       return <SignInPage returnPath={path} />;
     case "signed-in":
       if (path === "/keys") return <KeysPage key={session.session.sessionId} />;
+      if (path === "/terminal") return <TerminalPage key={session.session.sessionId} />;
       return <HomePage key={session.session.sessionId} session={session.session} />;
     case "error":
       return (

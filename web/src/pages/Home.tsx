@@ -1,133 +1,21 @@
-// "/" with a session: makes sure the person's workspace exists and runs (EnsureWorkspace, then
-// WakeWorkspace if it sleeps, then GetWorkspace every second until it runs), and links to it.
+// "/" with a session: makes sure the person's workspace exists and runs (useWorkspace:
+// EnsureWorkspace, then WakeWorkspace if it sleeps, then GetWorkspace every second until it
+// runs), and links to it.
 import { useEffect, useState } from "preact/hooks";
-import {
-  api,
-  ApiError,
-  messageOf,
-  type GetUserResponse,
-  type Session,
-  type Workspace,
-  type WorkspaceResponse,
-} from "../api";
+import { api, messageOf, type GetUserResponse, type Session, type WorkspaceResponse } from "../api";
 import { Link, navigate } from "../router";
 import { ErrorMessage, Page } from "../ui";
-
-const POLL_MS = 1000;
-
-function provisioner(method: string, body: object, signal: AbortSignal): Promise<Workspace> {
-  return api<WorkspaceResponse>(`/api/v1/provisioner/${method}`, { body, signal }).then((answer) => {
-    if (!answer.workspace?.workspaceId) {
-      throw new ApiError(200, "UNKNOWN", "The server did not describe your workspace. Try again in a moment.");
-    }
-    return answer.workspace;
-  });
-}
-
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      window.clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = window.setTimeout(done, ms);
-    signal.addEventListener("abort", done);
-  });
-}
-
-/** Worth retrying by itself: the server or the network is briefly away. */
-function transient(error: unknown): boolean {
-  return error instanceof ApiError && (error.status === 0 || error.status >= 500);
-}
-
-/** "sandbox_start_failed" → "sandbox start failed" */
-function plainReason(reason: string | undefined): string {
-  return (reason ?? "").replace(/_/g, " ").trim();
-}
-
-function describe(workspace: Workspace | undefined, waking: boolean, stopped: boolean): { label: string; busy: boolean } {
-  switch (workspace?.state) {
-    case undefined:
-      if (workspace) return { label: "Unknown", busy: true };
-      return stopped ? { label: "Not available", busy: false } : { label: "Checking your workspace…", busy: true };
-    case "WORKSPACE_STATE_PROVISIONING":
-      return { label: waking ? "Waking up…" : "Starting…", busy: true };
-    case "WORKSPACE_STATE_SLEEPING":
-      return waking ? { label: "Waking up…", busy: true } : { label: "Asleep", busy: false };
-    case "WORKSPACE_STATE_RUNNING":
-      return { label: "Running", busy: false };
-    case "WORKSPACE_STATE_FAILED": {
-      const reason = plainReason(workspace.stateReason);
-      return { label: reason ? `Failed: ${reason}` : "Failed", busy: false };
-    }
-    case "WORKSPACE_STATE_SUSPENDED":
-      return { label: "Suspended", busy: false };
-    case "WORKSPACE_STATE_DELETED":
-      return { label: "Deleted", busy: false };
-    default:
-      return { label: "Unknown", busy: true };
-  }
-}
+import { describe, useWorkspace } from "../workspace";
 
 export function HomePage({ session }: { session: Session }) {
-  const [workspace, setWorkspace] = useState<Workspace | undefined>(undefined);
-  const [waking, setWaking] = useState(false);
-  const [error, setError] = useState("");
-  const [stopped, setStopped] = useState(false);
   const [attempt, setAttempt] = useState(0);
-
-  useEffect(() => {
-    const controller = new AbortController();
-    const { signal } = controller;
-    const step = async (request: () => Promise<Workspace>): Promise<Workspace | undefined> => {
-      // One call; transient failures are retried every second while the page is open.
-      for (;;) {
-        try {
-          const answer = await request();
-          if (!signal.aborted) setError("");
-          return answer;
-        } catch (failure) {
-          if (signal.aborted) return undefined;
-          setError(messageOf(failure));
-          if (!transient(failure)) {
-            setStopped(true);
-            return undefined;
-          }
-          await pause(POLL_MS, signal);
-          if (signal.aborted) return undefined;
-        }
-      }
-    };
-
-    const run = async () => {
-      setStopped(false);
-      let current = await step(() => provisioner("EnsureWorkspace", {}, signal));
-      let wokenAt = 0;
-      while (current && !signal.aborted) {
-        setWorkspace(current);
-        if (current.state === "WORKSPACE_STATE_RUNNING") return;
-        const workspaceId = current.workspaceId;
-        // EnsureWorkspace already asks a sleeping workspace to wake; ask again if it still
-        // sleeps (at most every 10 s), e.g. after it went back to sleep.
-        if (current.state === "WORKSPACE_STATE_SLEEPING" && Date.now() - wokenAt > 10_000) {
-          wokenAt = Date.now();
-          setWaking(true);
-          current = await step(() => provisioner("WakeWorkspace", { workspaceId }, signal));
-          continue;
-        }
-        await pause(POLL_MS, signal);
-        if (signal.aborted) return;
-        current = await step(() => provisioner("GetWorkspace", { workspaceId }, signal));
-      }
-    };
-    void run();
-    return () => controller.abort();
-  }, [attempt]);
+  const { workspace, waking, error: progressError, stopped, setWaking } = useWorkspace(attempt);
+  const [restartError, setRestartError] = useState("");
+  const error = restartError || progressError;
 
   const restart = async () => {
     if (!workspace?.workspaceId) return;
-    setError("");
+    setRestartError("");
     try {
       await api<WorkspaceResponse>("/api/v1/provisioner/RestartWorkspace", {
         body: { workspaceId: workspace.workspaceId },
@@ -135,7 +23,7 @@ export function HomePage({ session }: { session: Session }) {
       setWaking(true);
       setAttempt(attempt + 1);
     } catch (failure) {
-      setError(messageOf(failure));
+      setRestartError(messageOf(failure));
     }
   };
 
@@ -169,7 +57,10 @@ export function HomePage({ session }: { session: Session }) {
         )}
         <ErrorMessage message={error} />
         {stopped && (
-          <button type="button" class="button" onClick={() => setAttempt(attempt + 1)}>
+          <button type="button" class="button" onClick={() => {
+              setRestartError("");
+              setAttempt(attempt + 1);
+            }}>
             Try again
           </button>
         )}
