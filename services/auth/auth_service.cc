@@ -660,9 +660,8 @@ ServiceDefinition AuthServiceDefinition() {
       // the URL fragment, which browsers do not send to servers.
       std::cout << "\n  First start: set the administrator's password (" << options.admin_email
                 << ") within 24 h at\n    " << context.config.public_url << "/setup#" << **setup
-                << "\n  (the page is part of the web UI; until it is built, POST {\"setupToken\","
-                   " \"password\"} to /auth/setup;\n   a new link is printed at every start until"
-                   " the password is set)\n\n";
+                << "\n  (open it in a browser; a new link is printed at every start until the"
+                   " password is set)\n\n";
       std::cout.flush();
       LogInfo("first administrator awaits setup; the one-time link was printed to stdout",
               {{"admin_email", options.admin_email}});
