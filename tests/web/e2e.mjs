@@ -352,6 +352,110 @@ const scenarios = {
     if (errors.length > 0) throw new Error(`the page reported errors: ${errors.join('; ')}`);
     await page.close();
   },
+  // Files: a folder is created, a folder is uploaded with its structure, a .zip is uploaded and
+  // extracted, a file is downloaded (the same bytes), a file renamed and a folder deleted.
+  async filesUploadExtractDownload(browser, platform) {
+    const { page, errors } = await watchedPage(browser);
+    await signInAsAdmin(page, platform);
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Files' }).click();
+    await page.getByTestId('files-page').waitFor();
+    if (new URL(page.url()).pathname !== '/files') throw new Error(`Files opened ${page.url()}`);
+    await page.getByRole('button', { name: 'Upload folder' }).waitFor({ timeout: 30000 });
+    const row = (name) => page.locator(`[data-testid="file-row"][data-name="${name}"]`);
+    const notice = page.getByTestId('files-notice');
+
+    // A new folder, named in the page.
+    await page.getByRole('button', { name: 'New folder' }).click();
+    await page.getByLabel('Folder name').fill('notes');
+    await page.getByRole('button', { name: 'Create' }).click();
+    await row('notes').waitFor();
+    await shoot(page, 'files');
+
+    // A folder upload keeps its structure.
+    const local = mkdtempSync(join(tmpdir(), 'tidepool-files-'));
+    try {
+      const html = '<!doctype html><title>site</title><h1>hello</h1>\n';
+      const css = 'body { color: teal; }\n';
+      mkdirSync(join(local, 'site/css'), { recursive: true });
+      writeFileSync(join(local, 'site/index.html'), html);
+      writeFileSync(join(local, 'site/css/app.css'), css);
+      await page.getByTestId('upload-folder-input').setInputFiles(join(local, 'site'));
+      await notice.filter({ hasText: /Uploaded 2 files/ }).waitFor({ timeout: 20000 });
+      if ((await page.locator('[data-testid="upload-row"] progress').count()) < 2) {
+        throw new Error('no progress bar per uploaded file');
+      }
+      await row('site').getByRole('link', { name: 'site/' }).click();
+      await page.waitForURL(/\/files\?path=site$/);
+      await row('css').waitFor();
+      await row('index.html').waitFor();
+      await row('css').getByRole('link', { name: 'css/' }).click();
+      await page.waitForURL(/\/files\?path=site%2Fcss$/);
+      await row('app.css').waitFor();
+      await shoot(page, 'files-uploaded');
+      // Reload and Back keep the folder.
+      await page.reload();
+      await row('app.css').waitFor({ timeout: 30000 });
+      await page.goBack();
+      await row('index.html').waitFor();
+
+      // Download: the same bytes.
+      const [download] = await Promise.all([
+        page.waitForEvent('download'),
+        row('index.html').getByRole('link', { name: 'Download index.html' }).click(),
+      ]);
+      const saved = join(local, 'downloaded.html');
+      await download.saveAs(saved);
+      if (readFileSync(saved, 'utf8') !== html) throw new Error('the downloaded file differs from the uploaded one');
+
+      // Rename a file.
+      await row('index.html').getByRole('button', { name: 'Rename index.html' }).click();
+      await page.getByLabel('New name for index.html').fill('home.html');
+      await page.getByRole('button', { name: 'Save' }).click();
+      await row('home.html').waitFor();
+      await row('index.html').waitFor({ state: 'detached' });
+
+      // A .zip, uploaded and extracted.
+      await page.getByRole('navigation', { name: 'Folder path' }).getByRole('link', { name: 'Home' }).click();
+      await page.waitForURL(/\/files$/);
+      await row('notes').waitFor();
+      const zip = join(local, 'bundle.zip');
+      execFileSync('python3', ['-c', `import zipfile,sys
+with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
+    z.writestr('readme.txt', 'inside the zip\\n')
+    z.writestr('docs/guide.md', '# guide\\n')`, zip]);
+      await page.getByTestId('upload-files-input').setInputFiles(zip);
+      await row('bundle.zip').waitFor({ timeout: 20000 });
+      await row('bundle.zip').getByRole('button', { name: 'Extract bundle.zip' }).click();
+      await notice.filter({ hasText: /Extracted 2 files/ }).waitFor({ timeout: 20000 });
+      await row('bundle').getByRole('link', { name: 'bundle/' }).click();
+      await row('readme.txt').waitFor();
+      await row('docs').waitFor();
+      await shoot(page, 'files-extracted');
+
+      // Delete a folder, after the confirmation in the page.
+      await page.getByRole('navigation', { name: 'Folder path' }).getByRole('link', { name: 'Home' }).click();
+      await row('notes').getByRole('button', { name: 'Delete notes' }).click();
+      await page.getByRole('group', { name: 'Confirm deleting notes' }).getByRole('button', { name: 'Delete' }).click();
+      await row('notes').waitFor({ state: 'detached' });
+      // A name that exists is said in plain words.
+      await page.getByRole('button', { name: 'New folder' }).click();
+      await page.getByLabel('Folder name').fill('site');
+      await page.getByRole('button', { name: 'Create' }).click();
+      await page.getByRole('alert').filter({ hasText: /already taken/ }).waitFor({ timeout: 10000 }).catch(async (e) => {
+        throw new Error(`${e.message}\nthe page said: ${await page.locator('main').innerText()}`);
+      });
+      await page.getByRole('button', { name: 'Cancel' }).click();
+    } finally {
+      rmSync(local, { recursive: true, force: true });
+    }
+
+    // Usable at 360 px.
+    await page.setViewportSize({ width: 360, height: 740 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+    if (overflow) throw new Error('the files page scrolls sideways at 360 px');
+    if (errors.length > 0) throw new Error(`the page reported errors: ${errors.join('; ')}`);
+    await page.close();
+  },
 };
 
 const dir = mkdtempSync(join(tmpdir(), 'tidepool-web-'));

@@ -1,9 +1,10 @@
 // The app's frame and routes. "/" shows the sign-in page or the workspace home, "/terminal" and
 // "/keys" the sign-in page or the terminal or keys page, depending on GET /auth/session (checked
 // again on every navigation to any of them). Signed in, the top bar carries the navigation
-// (Home, Terminal, Keys).
+// (Home, Files, Terminal, Keys).
 import { useEffect, useState } from "preact/hooks";
 import { api, ApiError, csrfToken, messageOf, setUnauthorizedHandler, type Session } from "./api";
+import { FilesPage } from "./pages/Files";
 import { HomePage } from "./pages/Home";
 import { KeysPage } from "./pages/Keys";
 import { NotFoundPage } from "./pages/NotFound";
@@ -14,11 +15,12 @@ import { Link, navigate, useLocation, type Location } from "./router";
 import { ErrorMessage, Page } from "./ui";
 
 /** The pages that need a session; signed out, they show the sign-in page and come back after. */
-const SIGNED_IN_PATHS = new Set(["/", "/terminal", "/keys"]);
+const SIGNED_IN_PATHS = new Set(["/", "/files", "/terminal", "/keys"]);
 
 /** The top navigation, shown when signed in. */
 const NAVIGATION = [
   { href: "/", label: "Home" },
+  { href: "/files", label: "Files" },
   { href: "/terminal", label: "Terminal" },
   { href: "/keys", label: "Keys" },
 ];
@@ -107,6 +109,7 @@ function route({ path, key }: Location, session: SessionState, retry: () => void
       return <SignInPage returnPath={path} />;
     case "signed-in":
       if (path === "/keys") return <KeysPage key={session.session.sessionId} />;
+      if (path === "/files") return <FilesPage key={session.session.sessionId} />;
       if (path === "/terminal") return <TerminalPage key={session.session.sessionId} />;
       return <HomePage key={session.session.sessionId} session={session.session} />;
     case "error":
