@@ -59,6 +59,7 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "lib/clock.h"
@@ -123,10 +124,15 @@ http::response<http::string_body> JsonReply(unsigned version, http::status statu
   return response;
 }
 
+// {"code": ..., "message": ...}, escaped as JSON (messages may quote a file name).
 http::response<http::string_body> Error(unsigned version, http::status status,
                                         absl::string_view code, absl::string_view message) {
-  return JsonReply(version, status,
-                   absl::StrCat("{\"code\":\"", code, "\",\"message\":\"", message, "\"}"));
+  google::protobuf::Struct error;
+  (*error.mutable_fields())["code"].set_string_value(std::string(code));
+  (*error.mutable_fields())["message"].set_string_value(std::string(message));
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(error, &json);
+  return JsonReply(version, status, std::move(json));
 }
 
 // Checks the request's workspace credential and that its caller is in `allowed` (empty: any

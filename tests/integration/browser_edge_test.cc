@@ -849,6 +849,12 @@ TEST_F(BrowserEdgeTest, AHundredSleepWakeCyclesLoseNoFile) {
   }
   EdgeResponse listed =
       alice_->PostJson(files + "ListFiles", json{{"page", {{"pageSize", 1000}}}}.dump());
+  // A refusal is readable JSON even when its message quotes a name.
+  EdgeResponse again = alice_->PostJson(files + "MakeDirectory", json{{"path", "cycle-0"}}.dump());
+  EXPECT_EQ(again.status, 409);
+  json refusal = json::parse(again.body, nullptr, false);
+  ASSERT_FALSE(refusal.is_discarded()) << again.body;
+  EXPECT_EQ(refusal.value("code", ""), "ALREADY_EXISTS") << again.body;
   ASSERT_EQ(listed.status, 200) << listed.body;
   for (int cycle = 0; cycle < 100; ++cycle) {
     EXPECT_THAT(listed.body, HasSubstr(absl::StrCat("\"cycle-", cycle, "\""))) << cycle;
