@@ -57,6 +57,25 @@ std::string Signature(const std::vector<v1::KeepAwakeReason>& reasons) {
   return absl::StrJoin(names, ",");
 }
 
+// A job's schedule with its anchor, and its zone (UTC when unnamed); nullopt when either is
+// not understood (the supervisor's status says why: schedule_error).
+std::optional<std::pair<JobSchedule, absl::TimeZone>> ScheduleOf(const JobRow& job) {
+  absl::StatusOr<JobSchedule> schedule = JobSchedule::Parse(job.schedule);
+  absl::TimeZone zone;
+  if (!schedule.ok() || !absl::LoadTimeZone(job.timezone.empty() ? "UTC" : job.timezone, &zone)) {
+    return std::nullopt;
+  }
+  schedule->set_anchor(job.anchor_time);
+  return std::make_pair(*std::move(schedule), zone);
+}
+
+// A decision's error code for a failed sleep or wake.
+std::string ErrorCode(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnavailable
+             ? "provisioner_unavailable"
+             : absl::AsciiStrToLower(absl::StatusCodeToString(status.code()));
+}
+
 bool InRange(const google::protobuf::Duration& d, absl::Duration low, absl::Duration high) {
   const absl::Duration value = FromProtoDuration(d);
   return value >= low && value <= high;
@@ -143,6 +162,7 @@ struct IdleEngine::Evaluation {
   absl::Time idle_since = absl::InfinitePast();
   std::optional<ActivityRow> activity;
   std::optional<PinRow> pin;
+  WorkspaceMarks marks;
   absl::Time next_run = absl::InfiniteFuture();
 };
 
@@ -239,13 +259,11 @@ absl::Status IdleEngine::Check() {
   absl::StatusOr<ScalerStore::StoredPolicy> stored = store_.GetPolicy();
   absl::StatusOr<absl::Time> heartbeat = store_.GetHeartbeat();
   absl::StatusOr<std::vector<WorkspaceView>> workspaces =
-      stored.ok() && heartbeat.ok() ? directory_.List()
-                                    : absl::StatusOr<std::vector<WorkspaceView>>(
-                                          !stored.ok() ? stored.status() : heartbeat.status());
-  if (!workspaces.ok()) {
+      stored.ok() && heartbeat.ok() ? directory_.List() : absl::UnavailableError("");
+  if (!stored.ok() || !heartbeat.ok() || !workspaces.ok()) {
     // No heartbeat either: the times this check could not look after count as down.
     if (metrics_->check_failures != nullptr) metrics_->check_failures->Increment();
-    return workspaces.status();
+    return !stored.ok() ? stored.status() : !heartbeat.ok() ? heartbeat.status() : workspaces.status();
   }
   const v1::IdlePolicy policy = Effective(*stored);
   const absl::Duration interval = FromProtoDuration(policy.check_interval());
@@ -257,17 +275,15 @@ absl::Status IdleEngine::Check() {
   int running = 0;
   int sleeping = 0;
   absl::Status first_error;
+  // What each running workspace's supervisor says keeps it busy, as of this check.
+  std::map<std::string, std::vector<v1::KeepAwakeReason>> busy;
   for (const WorkspaceView& workspace : *workspaces) {
     absl::Status checked;
     if (workspace.state == commonpb::WORKSPACE_STATE_RUNNING) {
       ++running;
-      checked = CheckRunning(workspace, policy, now, down_since);
+      checked = CheckRunning(workspace, policy, now, down_since, &busy[workspace.workspace_id]);
     } else {
       if (workspace.state == commonpb::WORKSPACE_STATE_SLEEPING) ++sleeping;
-      {
-        absl::MutexLock lock(&busy_mu_);
-        busy_.erase(workspace.workspace_id);
-      }
       checked = CheckSleeping(workspace, policy, now, down_since);
     }
     if (!checked.ok()) {
@@ -276,6 +292,10 @@ absl::Status IdleEngine::Check() {
                   {"error", std::string(checked.message())}});
       if (first_error.ok()) first_error = checked;
     }
+  }
+  {
+    absl::MutexLock lock(&busy_mu_);
+    busy_.swap(busy);
   }
   if (metrics_->running != nullptr) {
     metrics_->running->Set(running);
@@ -286,11 +306,12 @@ absl::Status IdleEngine::Check() {
 }
 
 absl::StatusOr<IdleEngine::Evaluation> IdleEngine::Evaluate(const WorkspaceView& workspace,
+                                                            const std::vector<JobRow>& jobs,
                                                             const v1::IdlePolicy& policy,
                                                             absl::Time now) {
   Evaluation e;
   TP_ASSIGN_OR_RETURN(e.activity, store_.GetActivity(workspace.workspace_id));
-  TP_ASSIGN_OR_RETURN(WorkspaceMarks marks, store_.GetMarks(workspace.workspace_id));
+  TP_ASSIGN_OR_RETURN(e.marks, store_.GetMarks(workspace.workspace_id));
   TP_ASSIGN_OR_RETURN(e.pin, store_.GetPin(workspace.workspace_id));
   if (e.pin.has_value() && e.pin->expire_time <= now) {
     TP_RETURN_IF_ERROR(store_.DeletePin(workspace.workspace_id));
@@ -306,7 +327,7 @@ absl::StatusOr<IdleEngine::Evaluation> IdleEngine::Evaluate(const WorkspaceView&
   const absl::Time woke = std::max(workspace.state == commonpb::WORKSPACE_STATE_RUNNING
                                        ? workspace.last_transition_time
                                        : absl::InfinitePast(),
-                                   marks.last_wake_time);
+                                   e.marks.last_wake_time);
   e.idle_since = std::max(woke, e.activity.has_value() ? e.activity->last_time
                                                        : absl::InfinitePast());
   e.idle = e.idle_since == absl::InfinitePast() ? absl::ZeroDuration()
@@ -317,7 +338,6 @@ absl::StatusOr<IdleEngine::Evaluation> IdleEngine::Evaluate(const WorkspaceView&
   if (woke != absl::InfinitePast() && now < woke + FromProtoDuration(policy.grace_after_wake())) {
     e.reasons.push_back(v1::KEEP_AWAKE_REASON_GRACE_AFTER_WAKE);
   }
-  TP_ASSIGN_OR_RETURN(std::vector<JobRow> jobs, store_.ListJobs(workspace.workspace_id));
   e.next_run = NextRun(jobs, now);
   if (e.next_run - now <= FromProtoDuration(policy.wake_before_job()) +
                              FromProtoDuration(policy.check_interval())) {
@@ -327,7 +347,8 @@ absl::StatusOr<IdleEngine::Evaluation> IdleEngine::Evaluate(const WorkspaceView&
 }
 
 absl::Status IdleEngine::CheckRunning(const WorkspaceView& workspace, const v1::IdlePolicy& policy,
-                                      absl::Time now, absl::Time down_since) {
+                                      absl::Time now, absl::Time down_since,
+                                      std::vector<v1::KeepAwakeReason>* busy) {
   const std::string& id = workspace.workspace_id;
   // The jobs as the workspace states them now (remembered for when it sleeps).
   absl::StatusOr<WorkspaceActivityView> view = directory_.Inspect(id);
@@ -370,23 +391,18 @@ absl::Status IdleEngine::CheckRunning(const WorkspaceView& workspace, const v1::
             .status());
   }
 
-  TP_ASSIGN_OR_RETURN(Evaluation e, Evaluate(workspace, policy, now));
-  // What the workspace itself says keeps it busy (remembered for the status until the next
-  // check; unknown when its supervisor could not be asked).
-  std::vector<v1::KeepAwakeReason> busy;
-  if (job_running) busy.push_back(v1::KEEP_AWAKE_REASON_SCHEDULED_JOB_RUNNING);
+  TP_ASSIGN_OR_RETURN(Evaluation e, Evaluate(workspace, jobs, policy, now));
+  // What the workspace itself says keeps it busy (kept for the status until the next check;
+  // unknown when its supervisor could not be asked).
+  if (job_running) busy->push_back(v1::KEEP_AWAKE_REASON_SCHEDULED_JOB_RUNNING);
   if (view.ok() && policy.keep_messaging_awake() && !view->messaging_channels.empty()) {
-    busy.push_back(v1::KEEP_AWAKE_REASON_MESSAGING_CHANNEL);
+    busy->push_back(v1::KEEP_AWAKE_REASON_MESSAGING_CHANNEL);
   }
   if (view.ok() && !view->work_processes.empty()) {
-    busy.push_back(v1::KEEP_AWAKE_REASON_WORK_PROCESS);
+    busy->push_back(v1::KEEP_AWAKE_REASON_WORK_PROCESS);
   }
-  {
-    absl::MutexLock lock(&busy_mu_);
-    busy_[id] = busy;
-  }
-  e.reasons.insert(e.reasons.end(), busy.begin(), busy.end());
-  TP_ASSIGN_OR_RETURN(WorkspaceMarks marks, store_.GetMarks(id));
+  e.reasons.insert(e.reasons.end(), busy->begin(), busy->end());
+  WorkspaceMarks& marks = e.marks;
   if (e.idle < e.timeout) {
     if (!marks.keep_awake_signature.empty()) {
       marks.keep_awake_signature.clear();
@@ -417,9 +433,7 @@ absl::Status IdleEngine::CheckRunning(const WorkspaceView& workspace, const v1::
                                  "; nothing keeps it awake");
   if (absl::Status slept = directory_.Sleep(id, "idle"); !slept.ok()) {
     decision.succeeded = false;
-    decision.error_code = slept.code() == absl::StatusCode::kUnavailable
-                              ? "provisioner_unavailable"
-                              : absl::AsciiStrToLower(absl::StatusCodeToString(slept.code()));
+    decision.error_code = ErrorCode(slept);
   } else {
     marks.last_sleep_time = now;
     marks.keep_awake_signature.clear();
@@ -467,9 +481,7 @@ absl::Status IdleEngine::CheckSleeping(const WorkspaceView& workspace,
   absl::StatusOr<commonpb::WorkspaceState> woke = directory_.Wake(id, reason);
   if (!woke.ok()) {
     decision.succeeded = false;
-    decision.error_code = woke.status().code() == absl::StatusCode::kUnavailable
-                              ? "provisioner_unavailable"
-                              : absl::AsciiStrToLower(absl::StatusCodeToString(woke.status().code()));
+    decision.error_code = ErrorCode(woke.status());
   } else {
     TP_ASSIGN_OR_RETURN(WorkspaceMarks marks, store_.GetMarks(id));
     marks.last_wake_time = now;
@@ -486,13 +498,9 @@ absl::Time IdleEngine::NextRun(const std::vector<JobRow>& jobs, absl::Time after
   absl::Time next = absl::InfiniteFuture();
   for (const JobRow& job : jobs) {
     if (!job.enabled) continue;
-    absl::StatusOr<JobSchedule> schedule = JobSchedule::Parse(job.schedule);
-    absl::TimeZone zone;
-    if (!schedule.ok() || !absl::LoadTimeZone(job.timezone.empty() ? "UTC" : job.timezone, &zone)) {
-      continue;
-    }
-    schedule->set_anchor(job.anchor_time);
-    if (std::optional<absl::Time> t = schedule->Next(after, zone); t.has_value()) {
+    std::optional<std::pair<JobSchedule, absl::TimeZone>> parsed = ScheduleOf(job);
+    if (!parsed.has_value()) continue;
+    if (std::optional<absl::Time> t = parsed->first.Next(after, parsed->second); t.has_value()) {
       next = std::min(next, *t);
     }
   }
@@ -506,12 +514,10 @@ absl::StatusOr<bool> IdleEngine::AccountRuns(
     const WorkspaceView& workspace, JobRow& job,
     const std::vector<supervisor::v1::JobRunSummary>* reported, absl::Time now,
     absl::Time down_since) {
-  absl::StatusOr<JobSchedule> schedule = JobSchedule::Parse(job.schedule);
-  absl::TimeZone zone;
-  if (!schedule.ok() || !absl::LoadTimeZone(job.timezone.empty() ? "UTC" : job.timezone, &zone)) {
-    return false;  // the supervisor's status says why (schedule_error)
-  }
-  schedule->set_anchor(job.anchor_time);
+  std::optional<std::pair<JobSchedule, absl::TimeZone>> parsed = ScheduleOf(job);
+  if (!parsed.has_value()) return false;
+  const JobSchedule& schedule = parsed->first;
+  const absl::TimeZone& zone = parsed->second;
   // The tool's own account of its runs, by scheduled time.
   std::map<absl::Time, absl::Time> started;  // scheduled -> start
   absl::Time newest_reported = absl::InfinitePast();
@@ -565,9 +571,9 @@ absl::StatusOr<bool> IdleEngine::AccountRuns(
   const absl::Time start_accounted = job.accounted_until;
   std::vector<std::pair<absl::Time, v1::MissReason>> could_not_run;
   int counted = 0;
-  for (std::optional<absl::Time> t = schedule->Next(job.accounted_until, zone);
+  for (std::optional<absl::Time> t = schedule.Next(job.accounted_until, zone);
        t.has_value() && *t <= now && counted < kMaxRunsPerCheck;
-       t = schedule->Next(*t, zone), ++counted) {
+       t = schedule.Next(*t, zone), ++counted) {
     const absl::Time scheduled = *t;
     auto report = started.find(scheduled);
     if (running && workspace.last_transition_time <= scheduled) {
@@ -696,6 +702,15 @@ absl::StatusOr<std::pair<int, int>> IdleEngine::RecordActivity(
   return std::make_pair(static_cast<int>(rows.size()), ignored);
 }
 
+void IdleEngine::AddBusyReasons(const WorkspaceView& workspace,
+                                std::vector<v1::KeepAwakeReason>* reasons) {
+  if (workspace.state != commonpb::WORKSPACE_STATE_RUNNING) return;
+  absl::MutexLock lock(&busy_mu_);
+  if (auto it = busy_.find(workspace.workspace_id); it != busy_.end()) {
+    reasons->insert(reasons->end(), it->second.begin(), it->second.end());
+  }
+}
+
 absl::StatusOr<v1::IdleStatus> IdleEngine::Status(const std::string& workspace_id) {
   TP_ASSIGN_OR_RETURN(WorkspaceView workspace, directory_.Get(workspace_id));
   return Status(workspace);
@@ -705,7 +720,9 @@ absl::StatusOr<v1::IdleStatus> IdleEngine::Status(const WorkspaceView& workspace
   const absl::Time now = clock_.Now();
   TP_ASSIGN_OR_RETURN(ScalerStore::StoredPolicy stored, store_.GetPolicy());
   const v1::IdlePolicy policy = Effective(stored);
-  TP_ASSIGN_OR_RETURN(Evaluation e, Evaluate(workspace, policy, now));
+  TP_ASSIGN_OR_RETURN(std::vector<JobRow> jobs, store_.ListJobs(workspace.workspace_id));
+  TP_ASSIGN_OR_RETURN(Evaluation e, Evaluate(workspace, jobs, policy, now));
+  AddBusyReasons(workspace, &e.reasons);
   v1::IdleStatus status;
   status.set_workspace_id(workspace.workspace_id);
   status.set_owner_user_id(workspace.owner_user_id);
@@ -722,12 +739,6 @@ absl::StatusOr<v1::IdleStatus> IdleEngine::Status(const WorkspaceView& workspace
     }
   }
   const bool running = workspace.state == commonpb::WORKSPACE_STATE_RUNNING;
-  if (running) {
-    absl::MutexLock lock(&busy_mu_);
-    if (auto it = busy_.find(workspace.workspace_id); it != busy_.end()) {
-      e.reasons.insert(e.reasons.end(), it->second.begin(), it->second.end());
-    }
-  }
   if (running) {
     *status.mutable_idle_duration() = ToProtoDuration(e.idle);
     std::vector<v1::KeepAwakeReason> reasons = e.reasons;
@@ -832,7 +843,9 @@ absl::StatusOr<v1::GetCapacityReportResponse> IdleEngine::Capacity(absl::Duratio
       case commonpb::WORKSPACE_STATE_RUNNING: {
         report.set_running_count(report.running_count() + 1);
         ++demand;
-        TP_ASSIGN_OR_RETURN(Evaluation e, Evaluate(workspace, policy, now));
+        TP_ASSIGN_OR_RETURN(std::vector<JobRow> jobs, store_.ListJobs(workspace.workspace_id));
+        TP_ASSIGN_OR_RETURN(Evaluation e, Evaluate(workspace, jobs, policy, now));
+        AddBusyReasons(workspace, &e.reasons);
         for (v1::KeepAwakeReason reason : e.reasons) {
           if (reason == v1::KEEP_AWAKE_REASON_PINNED || reason == v1::KEEP_AWAKE_REASON_ALWAYS_ON ||
               reason == v1::KEEP_AWAKE_REASON_MESSAGING_CHANNEL) {

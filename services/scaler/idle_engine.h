@@ -122,10 +122,15 @@ class IdleEngine {
   v1::IdlePolicy Effective(const ScalerStore::StoredPolicy& stored) const;
 
   // The keep-awake reasons and idle figures of a running workspace.
-  absl::StatusOr<Evaluation> Evaluate(const WorkspaceView& workspace, const v1::IdlePolicy& policy,
-                                      absl::Time now);
+  absl::StatusOr<Evaluation> Evaluate(const WorkspaceView& workspace,
+                                      const std::vector<JobRow>& jobs,
+                                      const v1::IdlePolicy& policy, absl::Time now);
+  // Adds what the workspace's supervisor said keeps it busy at the last check (running only).
+  void AddBusyReasons(const WorkspaceView& workspace, std::vector<v1::KeepAwakeReason>* reasons);
+  // `busy` gets what the workspace's supervisor says keeps it busy.
   absl::Status CheckRunning(const WorkspaceView& workspace, const v1::IdlePolicy& policy,
-                            absl::Time now, absl::Time down_since);
+                            absl::Time now, absl::Time down_since,
+                            std::vector<v1::KeepAwakeReason>* busy);
   absl::Status CheckSleeping(const WorkspaceView& workspace, const v1::IdlePolicy& policy,
                              absl::Time now, absl::Time down_since);
   // Accounts the job's scheduled times up to now; true if a missed run asks for a late run.
@@ -148,7 +153,8 @@ class IdleEngine {
 
   std::mutex check_mu_;  // one check at a time
 
-  // Per running workspace, what its supervisor said keeps it busy at the last check.
+  // Per running workspace, what its supervisor said keeps it busy at the last check (replaced
+  // whole by each check).
   absl::Mutex busy_mu_;
   std::map<std::string, std::vector<v1::KeepAwakeReason>> busy_ ABSL_GUARDED_BY(busy_mu_);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <memory>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -45,9 +46,23 @@ absl::StatusOr<int> PageSize(const commonpb::PageRequest& page) {
   return page.page_size() == 0 ? kDefaultPageSize : page.page_size();
 }
 
-// The time range of a list request: unset bounds are open.
-absl::Time LowerBound(const v1::ListDecisionsRequest& r) {
-  return r.has_start_time() ? FromStamp(r.start_time()) : absl::InfinitePast();
+// Within the range protobuf's Timestamp allows (years 1 to 9999).
+bool ValidTime(const google::protobuf::Timestamp& t) {
+  return t.seconds() >= TimeUtil::kTimestampMinSeconds &&
+         t.seconds() <= TimeUtil::kTimestampMaxSeconds && t.nanos() >= 0 &&
+         t.nanos() < 1000000000;
+}
+
+// A list request's [start, end) range on the time it filters: unset bounds are open.
+// INVALID_ARGUMENT for a bound outside protobuf's Timestamp range.
+template <typename Request>
+absl::StatusOr<std::pair<absl::Time, absl::Time>> TimeRange(const Request& r) {
+  if ((r.has_start_time() && !ValidTime(r.start_time())) ||
+      (r.has_end_time() && !ValidTime(r.end_time()))) {
+    return absl::InvalidArgumentError("start_time and end_time must be valid times");
+  }
+  return std::make_pair(r.has_start_time() ? FromStamp(r.start_time()) : absl::InfinitePast(),
+                        r.has_end_time() ? FromStamp(r.end_time()) : absl::InfiniteFuture());
 }
 
 std::string Actor(const Caller& caller) {
@@ -86,12 +101,6 @@ void ToProto(const JobRunRow& row, v1::JobRun* out) {
   out->set_missed_run_policy(row.missed_run_policy);
 }
 
-// Within the range protobuf's Timestamp allows (years 1 to 9999).
-bool ValidTime(const google::protobuf::Timestamp& t) {
-  return t.seconds() >= TimeUtil::kTimestampMinSeconds &&
-         t.seconds() <= TimeUtil::kTimestampMaxSeconds && t.nanos() >= 0 &&
-         t.nanos() < 1000000000;
-}
 
 }  // namespace
 
@@ -300,10 +309,8 @@ grpc::Status ScalerServiceImpl::ListDecisions(grpc::ServerContext* context,
                                               v1::ListDecisionsResponse* response) {
   absl::StatusOr<int> page_size = PageSize(request->page());
   if (!page_size.ok()) return ToGrpcStatus(page_size.status());
-  if ((request->has_start_time() && !ValidTime(request->start_time())) ||
-      (request->has_end_time() && !ValidTime(request->end_time()))) {
-    return Invalid("start_time and end_time must be valid times");
-  }
+  absl::StatusOr<std::pair<absl::Time, absl::Time>> range = TimeRange(*request);
+  if (!range.ok()) return ToGrpcStatus(range.status());
   if (!v1::DecisionAction_IsValid(request->action())) return Invalid("action is unknown");
   bool all = false;
   absl::StatusOr<std::vector<std::string>> visible =
@@ -313,9 +320,7 @@ grpc::Status ScalerServiceImpl::ListDecisions(grpc::ServerContext* context,
   DecisionFilter filter;
   filter.workspace_ids = *std::move(visible);
   filter.action = request->action();
-  filter.start_time = LowerBound(*request);
-  filter.end_time =
-      request->has_end_time() ? FromStamp(request->end_time()) : absl::InfiniteFuture();
+  std::tie(filter.start_time, filter.end_time) = *range;
   absl::StatusOr<Page<DecisionRow>> page =
       engine_.store().ListDecisions(filter, *page_size, request->page().page_token());
   if (!page.ok()) return ToGrpcStatus(page.status());
@@ -350,10 +355,8 @@ grpc::Status ScalerServiceImpl::ListJobRuns(grpc::ServerContext* context,
     return Invalid("job_id needs workspace_id");
   }
   if (request->job_id().size() > 256) return Invalid("job_id is at most 256 bytes");
-  if ((request->has_start_time() && !ValidTime(request->start_time())) ||
-      (request->has_end_time() && !ValidTime(request->end_time()))) {
-    return Invalid("start_time and end_time must be valid times");
-  }
+  absl::StatusOr<std::pair<absl::Time, absl::Time>> range = TimeRange(*request);
+  if (!range.ok()) return ToGrpcStatus(range.status());
   if (!v1::JobRunOutcome_IsValid(request->outcome())) return Invalid("outcome is unknown");
   bool all = false;
   absl::StatusOr<std::vector<std::string>> visible =
@@ -364,10 +367,7 @@ grpc::Status ScalerServiceImpl::ListJobRuns(grpc::ServerContext* context,
   filter.workspace_ids = *std::move(visible);
   filter.job_id = request->job_id();
   filter.outcome = request->outcome();
-  filter.start_time =
-      request->has_start_time() ? FromStamp(request->start_time()) : absl::InfinitePast();
-  filter.end_time =
-      request->has_end_time() ? FromStamp(request->end_time()) : absl::InfiniteFuture();
+  std::tie(filter.start_time, filter.end_time) = *range;
   absl::StatusOr<Page<JobRunRow>> page =
       engine_.store().ListJobRuns(filter, *page_size, request->page().page_token());
   if (!page.ok()) return ToGrpcStatus(page.status());
