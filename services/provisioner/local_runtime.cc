@@ -108,9 +108,7 @@ class UniqueFd {
 
 std::string Errno(int err) { return std::strerror(err); }
 
-bool IsValidWorkspaceId(absl::string_view id) {
-  return id.size() == 29 && absl::StartsWith(id, "ws_") && IsBase32Lower(id.substr(3));
-}
+bool IsValidWorkspaceId(absl::string_view id) { return IsRandomId(id, "ws_"); }
 
 bool IsUtf8(absl::string_view text) {
   std::vector<char32_t> ignored;

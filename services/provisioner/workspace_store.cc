@@ -56,9 +56,7 @@ WorkspaceRecord ReadRecord(const Statement& row) {
 
 }  // namespace
 
-bool IsValidWorkspaceId(absl::string_view id) {
-  return id.size() == 29 && absl::StartsWith(id, "ws_") && IsBase32Lower(id.substr(3));
-}
+bool IsValidWorkspaceId(absl::string_view id) { return IsRandomId(id, "ws_"); }
 
 absl::StatusOr<std::unique_ptr<WorkspaceStore>> WorkspaceStore::Open(SqliteDb& db, Clock& clock) {
   auto store = std::unique_ptr<WorkspaceStore>(new WorkspaceStore(db, clock));

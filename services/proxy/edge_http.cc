@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "lib/crypto/crypto.h"
+#include "lib/text.h"
 #include "services/auth/jose.h"
 
 namespace tidepool::proxy {
@@ -19,8 +20,6 @@ namespace {
 
 constexpr absl::string_view kHostPrefix = "__Host-";
 constexpr absl::string_view kCookieStem = "tidepool_";
-
-bool IsBase32Lower(char c) { return (c >= 'a' && c <= 'z') || (c >= '2' && c <= '7'); }
 
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -228,11 +227,7 @@ absl::StatusOr<UrlParts> ParseHttpUrl(absl::string_view url) {
 }
 
 bool IsValidWorkspaceId(absl::string_view workspace_id) {
-  if (!absl::ConsumePrefix(&workspace_id, "ws_") || workspace_id.size() != 26) return false;
-  for (const char c : workspace_id) {
-    if (!IsBase32Lower(c)) return false;
-  }
-  return true;
+  return IsRandomId(workspace_id, "ws_");
 }
 
 std::optional<PreviewTarget> ParsePreviewHost(absl::string_view host,

@@ -29,11 +29,6 @@ constexpr int kRewrapBatch = 100;
 constexpr size_t kMaxAttributeBytes = 1024;
 constexpr char kAutoRotationActor[] = "secrets.auto_rotation";
 
-bool HasIdSuffix(absl::string_view id, absl::string_view prefix) {
-  return id.size() == prefix.size() + 26 && id.substr(0, prefix.size()) == prefix &&
-         IsBase32Lower(id.substr(prefix.size()));
-}
-
 commonpb::AuditEvent NewEvent(absl::string_view action, commonpb::Outcome outcome,
                               const Actor& actor, absl::string_view subject_user_id) {
   commonpb::AuditEvent event;
@@ -87,9 +82,9 @@ std::string JoinFields(const std::vector<std::string>& names) {
 
 }  // namespace
 
-bool IsValidUserId(absl::string_view user_id) { return HasIdSuffix(user_id, "u_"); }
+bool IsValidUserId(absl::string_view user_id) { return IsRandomId(user_id, "u_"); }
 
-bool IsValidWorkspaceId(absl::string_view workspace_id) { return HasIdSuffix(workspace_id, "ws_"); }
+bool IsValidWorkspaceId(absl::string_view workspace_id) { return IsRandomId(workspace_id, "ws_"); }
 
 bool IsValidCatalogueId(absl::string_view id) {
   if (id.empty() || id.size() > 64 || !(id[0] >= 'a' && id[0] <= 'z')) {
