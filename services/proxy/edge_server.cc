@@ -1516,10 +1516,9 @@ class EdgeServer::Impl {
     upstream.connect(local::endpoint(endpoint.socket_path), ec);
     if (ec) {
       // The endpoint was remembered from before the workspace slept or restarted: look it up
-      // again, waking the workspace (and holding the request, or showing the waiting page)
-      // if it sleeps now.
-      // A workspace being put to sleep still reads as running for a moment: try again for a
-      // few seconds (a sleeping one is woken and waited for by EndpointOrWake itself).
+      // again (EndpointOrWake wakes a sleeping workspace and holds the request, or shows the
+      // waiting page). One being put to sleep still reads as running for a moment, so this is
+      // tried for a few seconds.
       const absl::Time give_up = Now() + absl::Seconds(5);
       absl::Duration pause = absl::Milliseconds(20);
       while (ec && Now() < give_up && !ex.entry->closing) {
@@ -1558,9 +1557,8 @@ class EdgeServer::Impl {
         ::shutdown(client_fd, SHUT_RDWR);
       };
     });
-    // The client keeps its idle timeout for plain HTTP; an upgraded connection (which ends
-    // with this exchange) gets the WebSocket one.
-    // (An upgraded connection's idle limit is the watchdog's: see Tunnel.)
+    // The client keeps its own idle timeout; an upgraded connection's idle limit is the
+    // watchdog's (the tunnel loop does not block on reads).
     SetSocketTimeout(upstream_fd, absl::Minutes(10));
     // Whatever way this ends, the entry's close goes back to the client socket alone before the
     // upstream socket (declared above) is closed and its descriptor can be reused.

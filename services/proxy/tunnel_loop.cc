@@ -12,11 +12,13 @@
 #include <unordered_map>
 #include <utility>
 
+#include "lib/net/http_relay.h"
+
 namespace tidepool::proxy {
 namespace {
 
-// One read's worth; a message larger than this simply takes several.
-constexpr size_t kPiece = 64 * 1024;
+// One read's worth (the edge's relay piece); a message larger than this takes several.
+constexpr size_t kPiece = net::kRelayPiece;
 
 // How long a closed tunnel may take to hand the client what the workspace sent before it.
 constexpr std::chrono::seconds kCloseGrace(2);
@@ -260,7 +262,6 @@ struct TunnelLoop::Worker {
     }
     if (readable && in.pending() == 0 && !in.eof) {
       if (!Fill(t, in, this_fd, client_side)) {
-        t.too_big_ = true;
         return Finish(t, Tunnel::End::kMessageTooBig,
                       WebSocketCloseFrame(1009, "message too big"));
       }

@@ -101,7 +101,6 @@ class Tunnel {
   uint32_t upstream_events_ = 0;
   std::atomic<bool> close_requested_{false};
   std::atomic<int64_t> close_requested_at_{0};  // steady_clock ticks
-  bool too_big_ = false;
 
   std::mutex mu_;
   std::condition_variable cv_;
