@@ -1,13 +1,16 @@
-// The app's frame and routes. "/" shows the sign-in page or the workspace home, "/terminal" and
-// "/keys" the sign-in page or the terminal or keys page, depending on GET /auth/session (checked
-// again on every navigation to any of them). Signed in, the top bar carries the navigation
-// (Home, Files, Terminal, Keys).
+// The app's frame and routes. Every path of SIGNED_IN_PATHS (and everything under /admin/) shows
+// the sign-in page or its own page, depending on GET /auth/session (checked again on every
+// navigation). Signed in, the top bar carries the navigation (Home, Files, Terminal, Keys,
+// Previews, Schedules, and Admin for administrators).
 import { useEffect, useState } from "preact/hooks";
 import { api, ApiError, csrfToken, messageOf, setUnauthorizedHandler, type Session } from "./api";
 import { FilesPage } from "./pages/Files";
 import { HomePage } from "./pages/Home";
 import { KeysPage } from "./pages/Keys";
+import { AdminPage } from "./pages/admin/Admin";
 import { NotFoundPage } from "./pages/NotFound";
+import { PreviewsPage } from "./pages/Previews";
+import { SchedulesPage } from "./pages/Schedules";
 import { SetupPage } from "./pages/Setup";
 import { SignInPage } from "./pages/SignIn";
 import { TerminalPage } from "./pages/Terminal";
@@ -15,7 +18,12 @@ import { Link, navigate, useLocation, type Location } from "./router";
 import { ErrorMessage, Page } from "./ui";
 
 /** The pages that need a session; signed out, they show the sign-in page and come back after. */
-const SIGNED_IN_PATHS = new Set(["/", "/files", "/terminal", "/keys"]);
+const SIGNED_IN_PATHS = new Set(["/", "/files", "/terminal", "/keys", "/previews", "/schedules"]);
+
+/** Whether a path needs a session: SIGNED_IN_PATHS and the admin pages. */
+function needsSession(path: string): boolean {
+  return SIGNED_IN_PATHS.has(path) || path === "/admin" || path.startsWith("/admin/");
+}
 
 /** The top navigation, shown when signed in. */
 const NAVIGATION = [
@@ -23,6 +31,8 @@ const NAVIGATION = [
   { href: "/files", label: "Files" },
   { href: "/terminal", label: "Terminal" },
   { href: "/keys", label: "Keys" },
+  { href: "/previews", label: "Previews" },
+  { href: "/schedules", label: "Schedules" },
 ];
 
 type SessionState =
@@ -40,11 +50,11 @@ export function App() {
   useEffect(() => {
     setUnauthorizedHandler(() => {
       setSession({ status: "signed-out" });
-      if (!SIGNED_IN_PATHS.has(window.location.pathname)) navigate("/");
+      if (!needsSession(window.location.pathname)) navigate("/");
     });
   }, []);
 
-  const guarded = SIGNED_IN_PATHS.has(location.path);
+  const guarded = needsSession(location.path);
   useEffect(() => {
     if (!guarded) return undefined;
     // The CSRF cookie is set and cleared with the session cookies: without it there is no
@@ -76,9 +86,14 @@ export function App() {
         {session.status === "signed-in" && (
           <nav class="topnav" aria-label="Main">
             <ul>
-              {NAVIGATION.map(({ href, label }) => (
+              {navigationFor(session.session).map(({ href, label }) => (
                 <li key={href}>
-                  <Link href={href} aria-current={location.path === href ? "page" : undefined}>
+                  <Link
+                    href={href}
+                    aria-current={
+                      location.path === href || (href === "/admin" && location.path.startsWith("/admin/")) ? "page" : undefined
+                    }
+                  >
                     {label}
                   </Link>
                 </li>
@@ -92,10 +107,14 @@ export function App() {
   );
 }
 
+function navigationFor(session: Session) {
+  return session.role === "admin" ? [...NAVIGATION, { href: "/admin", label: "Admin" }] : NAVIGATION;
+}
+
 function route({ path, key }: Location, session: SessionState, retry: () => void) {
   // Keyed by the navigation, so that the setup page reads the link's token again.
   if (path === "/setup") return <SetupPage key={key} />;
-  if (!SIGNED_IN_PATHS.has(path)) return <NotFoundPage />;
+  if (!needsSession(path)) return <NotFoundPage />;
   switch (session.status) {
     case "loading":
       return (
@@ -111,6 +130,13 @@ function route({ path, key }: Location, session: SessionState, retry: () => void
       if (path === "/keys") return <KeysPage key={session.session.sessionId} />;
       if (path === "/files") return <FilesPage key={session.session.sessionId} />;
       if (path === "/terminal") return <TerminalPage key={session.session.sessionId} />;
+      if (path === "/previews") return <PreviewsPage key={session.session.sessionId} />;
+      if (path === "/schedules") return <SchedulesPage key={session.session.sessionId} />;
+      if (path === "/admin" || path.startsWith("/admin/")) {
+        // A person who is not an administrator sees the same page as for an unknown address.
+        if (session.session.role !== "admin") return <NotFoundPage />;
+        return <AdminPage key={session.session.sessionId} path={path} session={session.session} />;
+      }
       return <HomePage key={session.session.sessionId} session={session.session} />;
     case "error":
       return (
