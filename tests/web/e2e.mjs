@@ -2,12 +2,13 @@
 // and real Chromium (Debian's package) driven by playwright-core. Every page visited is saved as
 // a screenshot under <build dir>/web-screenshots/ so the pages can be looked at.
 //
-//   node tests/web/e2e.mjs --build-dir build [--only NAME]
+//   node tests/web/e2e.mjs --build-dir build [--only NAME[,NAME...]]
 //
 // Exits 0 when every scenario passes; prints one line per scenario and, for a failure, the
 // error and where the logs are (the temporary directory is then kept). The scenarios live in
 // tests/web/scenarios/ and run in the order of SUITES (later ones build on earlier ones: the
-// first sets the administrator's password, the admin suite suspends people last).
+// first sets the administrator's password, so `--only` lists it too; the admin suite suspends
+// people last).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,7 +32,7 @@ try {
   platform = await Platform.start(dir);
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
   for (const [name, run] of Object.entries(scenarios)) {
-    if (ONLY && name !== ONLY) continue;
+    if (ONLY && !ONLY.split(',').includes(name)) continue;
     const started = Date.now();
     try {
       await run(browser, platform);
