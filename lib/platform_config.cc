@@ -73,6 +73,7 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
   schema.String("provisioner.default_profile", &config.provisioner.default_profile,
                 [](const std::string& v) { return v.empty() ? "must not be empty" : ""; });
   schema.String("provisioner.supervisor_binary", &config.provisioner.supervisor_binary, CheckPath);
+  schema.String("provisioner.tools_dir", &config.provisioner.tools_dir, CheckPath);
   schema.Int("provisioner.memory_limit_mib", &config.provisioner.memory_limit_mib, 64, 1 << 20);
   schema.Int("provisioner.pids_limit", &config.provisioner.pids_limit, 16, 1 << 20);
   schema.Int("provisioner.cpu_millicores", &config.provisioner.cpu_millicores, 100, 256000);

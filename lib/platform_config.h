@@ -81,6 +81,9 @@ struct ProvisionerConfig {
   std::string default_profile = "shell";
   // The supervisor binary; empty means tidepool-supervisor beside the running binary.
   std::string supervisor_binary;
+  // The tools every sandbox mounts read-only at /opt/tidepool/tools (Node.js 24 and OpenClaw,
+  // installed by scripts/setup); empty means the tools/ folder of the source tree.
+  std::string tools_dir;
   // Per-workspace limits.
   int memory_limit_mib = 1024;
   int pids_limit = 256;

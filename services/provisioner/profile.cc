@@ -12,14 +12,22 @@
 #include "yaml-cpp/yaml.h"
 
 namespace tidepool::provisioner {
+
+const std::set<std::string>& TemplatePlaceholders() {
+  static const auto* const kNames = new std::set<std::string>{
+      "workspace_id",     "owner_user_id",      "timezone",     "profile",
+      "tool_credential",  "model_server_url",   "model_server_model",
+      "capabilities",     "public_origin",      "egress_proxy_url"};
+  return *kNames;
+}
+
 namespace {
 
-const std::set<std::string>& Placeholders() {
-  static const auto* const kNames =
-      new std::set<std::string>{"workspace_id",     "owner_user_id",    "timezone",
-                                "profile",          "tool_credential",  "model_server_url",
-                                "model_server_model", "capabilities"};
-  return *kNames;
+// Checks that `text` uses only known placeholders.
+absl::Status CheckTemplate(absl::string_view text) {
+  std::map<std::string, std::string> probe;
+  for (const std::string& name : TemplatePlaceholders()) probe[name] = "x";
+  return RenderTemplate(text, probe).status();
 }
 
 absl::Status Bad(absl::string_view source, absl::string_view message) {
@@ -73,7 +81,7 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
   ToolProfile profile;
   static const std::set<std::string> kKeys = {
       "name",  "description",    "command",          "env",           "files", "health",
-      "ports", "schedule_store", "identity_headers", "work_processes"};
+      "ports", "schedule_store", "identity_headers", "work_processes", "min_memory_mib"};
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string key = it->first.as<std::string>("");
     if (!kKeys.count(key)) return Bad(source, absl::StrCat("unknown key '", key, "'"));
@@ -95,20 +103,22 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
     if (!root["env"].IsMap()) return Bad(source, "env must be a map");
     for (auto it = root["env"].begin(); it != root["env"].end(); ++it) {
       if (!it->second.IsScalar()) return Bad(source, "env values must be strings");
+      if (absl::Status ok = CheckTemplate(it->second.Scalar()); !ok.ok()) {
+        return Bad(source, absl::StrCat("env ", it->first.Scalar(), ": ", ok.message()));
+      }
       profile.env[it->first.Scalar()] = it->second.Scalar();
     }
   }
   if (root["files"]) {
     if (!root["files"].IsSequence()) return Bad(source, "files must be a list");
-    std::map<std::string, std::string> probe;
-    for (const std::string& name : Placeholders()) probe[name] = "x";
     for (const auto& file : root["files"]) {
       if (!file.IsMap() || !file["path"].IsScalar() || !file["template"].IsScalar()) {
         return Bad(source, "each file needs path and template");
       }
       for (const auto& key : file) {
         const std::string name = key.first.as<std::string>("");
-        if (name != "path" && name != "template" && name != "install_to" && name != "mode") {
+        if (name != "path" && name != "template" && name != "install_to" && name != "mode" &&
+            name != "merge_keys") {
           return Bad(source, absl::StrCat("unknown key '", name, "' in a file entry"));
         }
       }
@@ -143,8 +153,15 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
         }
         entry.mode = value;
       }
-      if (absl::Status ok = RenderTemplate(entry.text, probe).status(); !ok.ok()) {
+      if (absl::Status ok = CheckTemplate(entry.text); !ok.ok()) {
         return Bad(source, ok.message());
+      }
+      if (file["merge_keys"]) {
+        bool merge = false;
+        if (!file["merge_keys"].IsScalar() || !YAML::convert<bool>::decode(file["merge_keys"], merge)) {
+          return Bad(source, "merge_keys must be true or false");
+        }
+        entry.merge_keys = merge;
       }
       profile.files.push_back(std::move(entry));
     }
@@ -237,6 +254,21 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
     if (out.user_value != "email" && out.user_value != "user_id") {
       return Bad(source, "identity_headers.user_value must be email or user_id");
     }
+    if (out.tool_base_path.empty() || out.tool_base_path.front() != '/' ||
+        out.tool_base_path.find_first_of(" \t\r\n?#") != std::string::npos ||
+        !CheckTemplate(out.tool_base_path).ok()) {
+      return Bad(source, "identity_headers.tool_base_path must be a path starting with / "
+                         "(placeholders allowed, e.g. /w/{{workspace_id}})");
+    }
+  }
+  if (root["min_memory_mib"]) {
+    int value = 0;
+    if (!root["min_memory_mib"].IsScalar() ||
+        !YAML::convert<int>::decode(root["min_memory_mib"], value) || value < 0 ||
+        value > (1 << 20)) {
+      return Bad(source, "min_memory_mib must be a number of MiB (0 to 1048576)");
+    }
+    profile.min_memory_mib = value;
   }
   return profile;
 }

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,10 @@ struct StampedFileTemplate {
   // that must find its config there; empty: the tool reads the read-only original.
   std::string install_to;
   unsigned mode = 0644;  // of the installed copy
+  // The rendered file is JSON, and the owner's keys that the secrets catalogue maps to config
+  // entries for this profile ("models.providers.openai.apiKey") are set in it at those dotted
+  // paths (objects created on the way). Such a file changes whenever a key does.
+  bool merge_keys = false;
 };
 
 // How the supervisor decides the tool is healthy: its process runs (http_port 0), or an HTTP
@@ -54,7 +59,14 @@ struct ToolProfile {
   // does not put the workspace to sleep under them (a build, a long agent task).
   std::vector<std::string> work_processes;
   IdentityHeaders identity;
+  // The least memory the tool needs (MiB): the workspace's memory limit is at least this,
+  // whatever provisioner.memory_limit_mib says. 0: no floor.
+  int min_memory_mib = 0;
 };
+
+// The {{placeholders}} a profile's templates (stamped files, env values, the identity
+// headers' tool_base_path) may use.
+const std::set<std::string>& TemplatePlaceholders();
 
 // Parses one profile. INVALID_ARGUMENT naming `source` and the problem: unknown keys, missing
 // name or command, a relative command path, unsafe file paths, unknown placeholders.

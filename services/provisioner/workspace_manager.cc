@@ -1,10 +1,13 @@
 #include "services/provisioner/workspace_manager.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -33,6 +36,37 @@ std::string StateName(WorkspaceState state) {
   std::string name = commonpb::WorkspaceState_Name(state);
   const std::string prefix = "WORKSPACE_STATE_";
   return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
+}
+
+// The host (as written) and port of an http(s) URL whose host is the loopback ("localhost",
+// 127.x.y.z, [::1]); nullopt for any other URL.
+std::optional<std::pair<std::string, int>> LoopbackHostPort(absl::string_view url) {
+  int port = 0;
+  if (absl::ConsumePrefix(&url, "http://")) {
+    port = 80;
+  } else if (absl::ConsumePrefix(&url, "https://")) {
+    port = 443;
+  } else {
+    return std::nullopt;
+  }
+  absl::string_view authority = url.substr(0, url.find_first_of("/?#"));
+  if (authority.find('@') != absl::string_view::npos) return std::nullopt;
+  absl::string_view host = authority;
+  const size_t colon = authority.rfind(':');
+  if (colon != absl::string_view::npos && authority.find(']', colon) == absl::string_view::npos) {
+    host = authority.substr(0, colon);
+    if (!absl::SimpleAtoi(authority.substr(colon + 1), &port) || port < 1 || port > 65535) {
+      return std::nullopt;
+    }
+  }
+  bool loopback = host == "localhost" || host == "[::1]";
+  if (absl::StartsWith(host, "127.")) {
+    loopback = std::count(host.begin(), host.end(), '.') == 3 &&
+               std::all_of(host.begin(), host.end(),
+                           [](char c) { return c == '.' || (c >= '0' && c <= '9'); });
+  }
+  if (!loopback) return std::nullopt;
+  return std::make_pair(std::string(host), port);
 }
 
 }  // namespace
@@ -217,6 +251,10 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
                              "/opt/tidepool/bin");
   spec.ro_binds.emplace_back(SecretsDir(workspace.workspace_id), "/opt/tidepool/secrets");
   spec.ro_binds.emplace_back(EgressSocketDir(), "/run/tidepool-egress");
+  if (std::error_code ec; !options_.tools_dir.empty() &&
+                          std::filesystem::is_directory(options_.tools_dir, ec)) {
+    spec.ro_binds.emplace_back(options_.tools_dir, "/opt/tidepool/tools");
+  }
   spec.command = {"/opt/tidepool/bin/tidepool-supervisor", "--socket",
                   "/run/tidepool/supervisor.sock", "--stamp-dir", "/etc/tidepool", "--tool-log",
                   "/home/user/.tidepool/logs/tool.log", "--env-file",
@@ -227,6 +265,14 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
   }
   spec.command.push_back("--egress-relay");
   spec.command.push_back(absl::StrCat(kEgressRelayPort, ":/run/tidepool-egress/egress.sock"));
+  // A model server on the host's loopback (Ollama beside the platform) is reached inside the
+  // sandbox at the same address: its port on the sandbox's loopback is tunnelled to it.
+  if (std::optional<std::pair<std::string, int>> loopback = LoopbackHostPort(options_.model_server_url);
+      loopback.has_value() && loopback->second != kEgressRelayPort &&
+      (profile.ports.empty() || loopback->second != profile.ports.front())) {
+    spec.command.push_back("--egress-forward");
+    spec.command.push_back(absl::StrCat(loopback->second, ":", loopback->first, ":", loopback->second));
+  }
   if (!profile.schedule_store.empty()) {
     spec.command.push_back("--schedule-store");
     spec.command.push_back(profile.schedule_store);
@@ -241,7 +287,11 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
   }
   spec.command.push_back("--");
   spec.command.insert(spec.command.end(), profile.command.begin(), profile.command.end());
-  spec.env = profile.env;
+  // Env values are templates (checked when the profile was loaded, so rendering cannot fail).
+  const std::map<std::string, std::string> values = TemplateValues(workspace, profile);
+  for (const auto& [name, text] : profile.env) {
+    spec.env[name] = RenderTemplate(text, values).value_or(text);
+  }
   spec.env["HOME"] = "/home/user";
   spec.env["USER"] = "user";
   if (!workspace.timezone.empty()) spec.env["TZ"] = workspace.timezone;
@@ -258,7 +308,62 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
   spec.env["TIDEPOOL_WORKSPACE_KEY"] =
       crypto::HexEncode(DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id));
   spec.limits = options_.limits;
+  if (profile.min_memory_mib > 0 && spec.limits.memory_bytes > 0) {
+    spec.limits.memory_bytes =
+        std::max<int64_t>(spec.limits.memory_bytes, int64_t{profile.min_memory_mib} << 20);
+  }
   return spec;
+}
+
+absl::StatusOr<std::string> WorkspaceManager::MergeKeys(const WorkspaceRecord& workspace,
+                                                    const std::string& file_path,
+                                                    const std::string& rendered) const {
+  nlohmann::json document = nlohmann::json::parse(rendered, nullptr, /*allow_exceptions=*/false);
+  if (!document.is_object()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "profile ", workspace.profile, ": ", file_path, " has merge_keys but is not a JSON object"));
+  }
+  // The entries StampSecrets wrote last ({"models.providers.openai.apiKey": "..."}).
+  const nlohmann::json entries = nlohmann::json::parse(
+      ReadFileToString(SecretsDir(workspace.workspace_id) + "/config.json").value_or("{}"), nullptr,
+      /*allow_exceptions=*/false);
+  if (entries.is_object()) {
+    for (const auto& [entry, value] : entries.items()) {
+      if (!value.is_string()) continue;
+      nlohmann::json* node = &document;
+      const std::vector<std::string> parts = absl::StrSplit(entry, '.');
+      for (size_t i = 0; i + 1 < parts.size(); ++i) {
+        nlohmann::json& child = (*node)[parts[i]];
+        if (!child.is_object()) child = nlohmann::json::object();
+        node = &child;
+      }
+      (*node)[parts.back()] = value;
+    }
+  }
+  return document.dump(2) + "\n";
+}
+
+std::map<std::string, std::string> WorkspaceManager::TemplateValues(
+    const WorkspaceRecord& workspace, const ToolProfile& profile) const {
+  const std::string workspace_key =
+      DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id);
+  std::string capabilities;
+  {
+    absl::MutexLock lock(&capabilities_mu_);
+    auto it = capabilities_.find(workspace.workspace_id);  // none until StampSecrets has run
+    if (it != capabilities_.end()) capabilities = it->second;
+  }
+  if (capabilities.empty()) capabilities = "[]";
+  return {{"workspace_id", workspace.workspace_id},
+          {"owner_user_id", workspace.owner_user_id},
+          {"timezone", workspace.timezone},
+          {"profile", profile.name},
+          {"tool_credential", crypto::HexEncode(crypto::HmacSha256(workspace_key, "tool-credential"))},
+          {"model_server_url", options_.model_server_url},
+          {"model_server_model", options_.model_server_model},
+          {"capabilities", capabilities},
+          {"public_origin", options_.public_origin},
+          {"egress_proxy_url", absl::StrCat("http://127.0.0.1:", kEgressRelayPort)}};
 }
 
 absl::StatusOr<uint64_t> WorkspaceManager::Stamp(const WorkspaceRecord& workspace,
@@ -268,21 +373,7 @@ absl::StatusOr<uint64_t> WorkspaceManager::Stamp(const WorkspaceRecord& workspac
   std::filesystem::create_directories(dir, ec);
   const std::string workspace_key =
       DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id);
-  std::string capabilities;
-  {
-    absl::MutexLock lock(&capabilities_mu_);
-    capabilities = capabilities_[workspace.workspace_id];  // "" until StampSecrets has run
-  }
-  if (capabilities.empty()) capabilities = "[]";
-  const std::map<std::string, std::string> values = {
-      {"workspace_id", workspace.workspace_id},
-      {"owner_user_id", workspace.owner_user_id},
-      {"timezone", workspace.timezone},
-      {"profile", profile.name},
-      {"tool_credential", crypto::HexEncode(crypto::HmacSha256(workspace_key, "tool-credential"))},
-      {"model_server_url", options_.model_server_url},
-      {"model_server_model", options_.model_server_model},
-      {"capabilities", capabilities}};
+  const std::map<std::string, std::string> values = TemplateValues(workspace, profile);
   const std::string manifest_path = absl::StrCat(dir, "/", kStampManifestName);
   supervisorpb::StampManifest previous;
   if (absl::StatusOr<std::string> text = ReadFileToString(manifest_path); text.ok()) {
@@ -294,6 +385,9 @@ absl::StatusOr<uint64_t> WorkspaceManager::Stamp(const WorkspaceRecord& workspac
   const std::string digest_key = DeriveStampDigestKey(workspace_key);
   for (const StampedFileTemplate& file : profile.files) {
     TP_ASSIGN_OR_RETURN(std::string text, RenderTemplate(file.text, values));
+    if (file.merge_keys) {
+      TP_ASSIGN_OR_RETURN(text, MergeKeys(workspace, file.path, text));
+    }
     const std::string path = absl::StrCat(dir, "/", file.path);
     std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
     TP_RETURN_IF_ERROR(WriteFileAtomically(path, text, 0644));
@@ -531,6 +625,8 @@ absl::StatusOr<bool> WorkspaceManager::StampSecrets(const WorkspaceRecord& works
   }
   if (old_config != config_text) {
     TP_RETURN_IF_ERROR(WriteFileAtomically(config_path, config_text, 0600));
+    // Files with merge_keys carry these values: they are stamped again.
+    if (capabilities_changed != nullptr) *capabilities_changed = true;
   }
   return restart;
 }
@@ -609,12 +705,10 @@ absl::Status WorkspaceManager::BringUp(const WorkspaceRecord& workspace) {
   if (status.phase == SandboxPhase::kRunning && SupervisorReady(workspace.workspace_id)) {
     return absl::OkStatus();  // re-adopted
   }
+  // The keys first: the profile's files name the capabilities they unlock and may carry them
+  // (merge_keys).
+  TP_RETURN_IF_ERROR(StampSecrets(workspace).status());
   TP_RETURN_IF_ERROR(Stamp(workspace, profile->second).status());
-  bool capabilities_changed = false;
-  TP_RETURN_IF_ERROR(StampSecrets(workspace, &capabilities_changed).status());
-  // The profile's files name the capabilities the keys unlock: stamp them again, before the
-  // sandbox starts, when the keys turned out to unlock something else.
-  if (capabilities_changed) TP_RETURN_IF_ERROR(Stamp(workspace, profile->second).status());
   TP_RETURN_IF_ERROR(runtime_.Create(SpecFor(workspace, profile->second)));
   TP_RETURN_IF_ERROR(runtime_.Start(workspace.workspace_id));
   const absl::Time deadline = absl::Now() + options_.ready_timeout;
@@ -849,6 +943,9 @@ absl::StatusOr<Endpoint> WorkspaceManager::GetEndpoint(const std::string& worksp
   endpoint.credential_expire_time = clock_.Now() + options_.credential_lifetime;
   if (auto profile = options_.profiles.find(record.profile); profile != options_.profiles.end()) {
     endpoint.identity = profile->second.identity;
+    endpoint.identity.tool_base_path =
+        RenderTemplate(endpoint.identity.tool_base_path, TemplateValues(record, profile->second))
+            .value_or(endpoint.identity.tool_base_path);
   }
   endpoint.credential = MintWorkspaceCredential(
       DeriveWorkspaceKey(options_.platform_key, workspace_id), workspace_id, caller,

@@ -51,6 +51,12 @@ struct WorkspaceManagerOptions {
   // The admin's shared model server (model_server.*), for the profiles' templates.
   std::string model_server_url;
   std::string model_server_model;
+  // The platform's public origin ("https://tidepool.example.com"), for the profiles' templates
+  // (a tool's allowed origins).
+  std::string public_origin;
+  // Host directory of the tools every sandbox mounts read-only at /opt/tidepool/tools (Node.js
+  // and OpenClaw, installed by scripts/setup). Empty or missing: nothing is mounted.
+  std::string tools_dir;
   // How often the config guards' tamper events are pulled from running supervisors and
   // audited (the sandbox cannot call out). Zero disables it.
   absl::Duration guard_poll_interval = absl::Seconds(1);
@@ -146,17 +152,26 @@ class WorkspaceManager {
   // Renders the profile's files for the workspace and its owner and writes them with a new
   // manifest generation; returns the generation. Placeholders: workspace_id, owner_user_id,
   // timezone, profile, tool_credential (a secret derived from the workspace key, for the tool's
-  // own authentication), model_server_url, model_server_model, and capabilities (a JSON array
-  // of the catalogue providers the owner has keys for, as StampSecrets last saw them).
+  // own authentication), model_server_url, model_server_model, capabilities (a JSON array
+  // of the catalogue providers the owner has keys for, as StampSecrets last saw them),
+  // public_origin, and egress_proxy_url (the supervisor's relay inside the sandbox).
   absl::StatusOr<uint64_t> Stamp(const WorkspaceRecord& workspace, const ToolProfile& profile);
   // Writes the owner's keys for the profile into the workspace's secrets directory. Returns
   // whether the tool must restart to see the change (false when nothing changed or every
   // changed key applies without a restart). `capabilities_changed`, if not null, tells whether
-  // the set of providers with keys changed (the profile's files are then stamped again).
+  // the set of providers with keys or a key mapped to a config entry changed (the profile's
+  // files are then stamped again).
   absl::StatusOr<bool> StampSecrets(const WorkspaceRecord& workspace,
                                     bool* capabilities_changed = nullptr);
   std::string SecretsDir(const std::string& workspace_id) const;
   SandboxSpec SpecFor(const WorkspaceRecord& workspace, const ToolProfile& profile) const;
+  // `rendered` (a stamped file with merge_keys) with the owner's config-entry keys set in it.
+  absl::StatusOr<std::string> MergeKeys(const WorkspaceRecord& workspace,
+                                        const std::string& file_path,
+                                        const std::string& rendered) const;
+  // The values of the profile templates' {{placeholders}} for one workspace.
+  std::map<std::string, std::string> TemplateValues(const WorkspaceRecord& workspace,
+                                                    const ToolProfile& profile) const;
   bool SupervisorReady(const std::string& workspace_id);
   // POST /_tidepool/v1/<method> to the workspace's supervisor, as the provisioner.
   absl::StatusOr<SupervisorReply> CallSupervisor(const std::string& workspace_id,
@@ -184,7 +199,7 @@ class WorkspaceManager {
   std::vector<std::thread> workers_;
   std::unique_ptr<PeriodicTask> guard_poller_;
   // Per workspace, the providers its owner has keys for (a JSON array), for stamping.
-  absl::Mutex capabilities_mu_;
+  mutable absl::Mutex capabilities_mu_;
   std::map<std::string, std::string> capabilities_ ABSL_GUARDED_BY(capabilities_mu_);
   // Per workspace: the supervisor's boot id and the last guard event audited.
   absl::Mutex guard_mu_;

@@ -392,6 +392,13 @@ ServiceDefinition ProvisionerServiceDefinition() {
     options.platform_key = *std::move(key);
     options.model_server_url = context.config.model_server.base_url;
     options.model_server_model = context.config.model_server.default_model;
+    options.public_origin = context.config.public_url;
+    while (!options.public_origin.empty() && options.public_origin.back() == '/') {
+      options.public_origin.pop_back();
+    }
+    options.tools_dir = context.config.provisioner.tools_dir.empty()
+                            ? std::string(TIDEPOOL_SOURCE_DIR) + "/tools"
+                            : context.config.provisioner.tools_dir;
     options.limits.memory_bytes = context.config.provisioner.memory_limit_mib * (1LL << 20);
     options.limits.pids = context.config.provisioner.pids_limit;
     options.limits.cpus = context.config.provisioner.cpu_millicores / 1000.0;

@@ -1247,12 +1247,14 @@ class EdgeServer::Impl {
       }
       return SendNotFound(ex);
     }
-    if (slash == absl::string_view::npos) {
+    const bool upgrade = beast::websocket::is_upgrade(ex.request());
+    // A page at /w/<id> moves to /w/<id>/; a WebSocket there (a tool's UI derives its socket
+    // URL from its base path without the slash, as OpenClaw's does) is forwarded as is.
+    if (slash == absl::string_view::npos && !upgrade) {
       SkipBody(ex);
       return Redirect(ex, absl::StrCat(ex.path, "/", ex.query.empty() ? "" : "?", ex.query),
                       http::status::permanent_redirect);
     }
-    const bool upgrade = beast::websocket::is_upgrade(ex.request());
     if (upgrade) {
       // Browsers always send Origin on a WebSocket handshake; only the platform's is accepted.
       if (origins_.count(ex.Header(http::field::origin)) == 0) {
@@ -1270,7 +1272,8 @@ class EdgeServer::Impl {
     if (!endpoint.has_value()) return answered_ok;
     // The supervisor's own routes keep their path; the tool gets its path below /w/<id>
     // unless its profile serves the tool under a base path of its own.
-    std::string upstream_path(rest.substr(slash));
+    std::string upstream_path(slash == absl::string_view::npos ? absl::string_view("/")
+                                                               : rest.substr(slash));
     const std::string& base = endpoint->identity.tool_base_path();
     if (!absl::StartsWith(upstream_path, "/_tidepool/") && !base.empty() && base != "/") {
       upstream_path = ex.path;
@@ -1471,10 +1474,26 @@ class EdgeServer::Impl {
                                               : plan.identity->user_id);
     }
     if (identity.set_forwarded_headers()) {
-      request.set("X-Forwarded-For", ex.source_address);
+      request.set("X-Forwarded-For", ForwardedFor(ex.source_address));
       request.set("X-Forwarded-Proto", public_.scheme);
       request.set("X-Forwarded-Host", ex.host);
     }
+  }
+
+  // The client address a tool is told. A browser on the edge's own host (development, tests)
+  // is named by TEST-NET-1's 192.0.2.1 (RFC 5737) instead of loopback: tools behind a trusted
+  // proxy refuse a loopback client as unattributed (OpenClaw answers 403
+  // proxy_attribution_required), and loopback must never read as "local, trusted".
+  static std::string ForwardedFor(const std::string& source_address) {
+    boost::system::error_code ec;
+    const boost::asio::ip::address address = boost::asio::ip::make_address(source_address, ec);
+    if (!ec && (address.is_loopback() ||
+                (address.is_v6() && address.to_v6().is_v4_mapped() &&
+                 boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, address.to_v6())
+                     .is_loopback()))) {
+      return "192.0.2.1";
+    }
+    return source_address;
   }
 
   std::string EmailOf(const Exchange& ex, const SessionIdentity& identity) {

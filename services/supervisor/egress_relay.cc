@@ -25,6 +25,7 @@
 
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "lib/log.h"
@@ -194,6 +195,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return;
     }
     preamble_ = absl::StrCat(kPreamblePrefix, token, "\r\n");
+    if (!state_.options.tunnel_to.empty()) {
+      absl::StrAppend(&preamble_, "CONNECT ", state_.options.tunnel_to, " HTTP/1.1\r\nHost: ",
+                      state_.options.tunnel_to, "\r\n\r\n");
+    }
     phase_ = Phase::kRelaying;
     last_activity_ = SteadyClock::now();
     WatchIdle();
@@ -207,8 +212,70 @@ class Connection : public std::enable_shared_from_this<Connection> {
                           self->Close();
                           return;
                         }
-                        self->StartRelay();
+                        if (self->state_.options.tunnel_to.empty()) {
+                          self->StartRelay();
+                        } else {
+                          self->ReadTunnelAnswer();
+                        }
                       });
+  }
+
+  // ---- forward mode: the egress proxy's answer to CONNECT ----
+
+  void ReadTunnelAnswer() {
+    if (chunk_.empty()) {
+      chunk_.resize(kHeadChunkBytes);
+      ArmTimer(state_.options.connect_timeout, [this] { Close(); });
+    }
+    const size_t room = std::min(chunk_.size(), kMaxRequestHeadBytes - head_.size());
+    upstream_.async_read_some(
+        asio::buffer(chunk_.data(), room), [self = shared_from_this()](ErrorCode ec, size_t n) {
+          if (self->phase_ != Phase::kRelaying) {
+            return;
+          }
+          if (ec) {
+            self->Close();
+            return;
+          }
+          self->head_.append(self->chunk_.data(), n);
+          const size_t end = self->head_.find("\r\n\r\n");
+          if (end == std::string::npos) {
+            if (self->head_.size() >= kMaxRequestHeadBytes) {
+              self->Close();
+            } else {
+              self->ReadTunnelAnswer();
+            }
+            return;
+          }
+          // "HTTP/1.x 2xx ..."
+          const bool ok = self->head_.size() > 12 && absl::StartsWith(self->head_, "HTTP/1.") &&
+                          self->head_[8] == ' ' && self->head_[9] == '2';
+          if (!ok) {
+            LogWarning("egress relay: the egress proxy refused the forward",
+                       {{"destination", self->state_.options.tunnel_to},
+                        {"answer", self->head_.substr(0, self->head_.find("\r\n"))}});
+            self->Close();
+            return;
+          }
+          self->early_ = self->head_.substr(end + 4);
+          self->head_.clear();
+          self->chunk_.clear();
+          self->last_activity_ = SteadyClock::now();
+          self->WatchIdle();
+          if (self->early_.empty()) {
+            self->StartRelay();
+            return;
+          }
+          asio::async_write(self->client_, asio::buffer(self->early_),
+                            [self](ErrorCode write_ec, size_t /*n*/) {
+                              if (self->phase_ != Phase::kRelaying) return;
+                              if (write_ec) {
+                                self->Close();
+                                return;
+                              }
+                              self->StartRelay();
+                            });
+        });
   }
 
   // ---- relaying ----
@@ -340,6 +407,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   net::PumpDirection in_;   // upstream -> client
   std::string head_;
   std::vector<char> chunk_;
+  std::string early_;  // forward mode: bytes that came with the CONNECT answer
 };
 
 void Accept(RelayState& state) {
@@ -420,6 +488,12 @@ absl::Status ValidateOptions(const EgressRelayOptions& options) {
   if (options.idle_timeout <= absl::ZeroDuration() ||
       options.connect_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("egress relay: timeouts must be positive");
+  }
+  if (!options.tunnel_to.empty() &&
+      (options.tunnel_to.size() > 261 || options.tunnel_to.find(':') == std::string::npos ||
+       !std::all_of(options.tunnel_to.begin(), options.tunnel_to.end(),
+                    [](char c) { return c > 0x20 && c < 0x7f; }))) {
+    return absl::InvalidArgumentError("egress relay: tunnel_to must be host:port");
   }
   return absl::OkStatus();
 }

@@ -28,6 +28,12 @@
 //     counted as refused); a connection with no bytes in either direction for idle_timeout is
 //     closed.
 //   - The listener binds 127.0.0.1 only, never a wildcard address.
+//   - Forward mode (`tunnel_to` set, "host:port"): the relay is a port forward instead of a
+//     proxy. After the preamble it asks the egress proxy for `CONNECT <tunnel_to> HTTP/1.1`,
+//     reads the answer's head (at most 16 KiB, within connect_timeout) and, on a 2xx, relays
+//     bytes as above (anything after the head goes to the client first); any other answer
+//     closes the client's connection. Used for a model server on the host's loopback, which
+//     the tool must reach at the same address inside the sandbox.
 
 #include <cstdint>
 #include <functional>
@@ -52,6 +58,9 @@ struct EgressRelayOptions {
   // absl::InfiniteDuration() disables the timeout.
   absl::Duration idle_timeout = absl::Minutes(10);
   absl::Duration connect_timeout = absl::Seconds(5);
+  // Forward mode: "host:port" to CONNECT to through the egress proxy (see above). Empty: the
+  // relay is the tool's HTTP proxy.
+  std::string tunnel_to;
 };
 
 struct EgressRelayStats {

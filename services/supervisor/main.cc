@@ -14,12 +14,15 @@
 //   TIDEPOOL_DISK_QUOTA_BYTES  the volume quota the file API enforces (507 when reached)
 // Usage: tidepool-supervisor --socket PATH [--tool-log PATH] [--env-file PATH] [--health-http PORT:PATH]
 //        [--stamp-dir DIR] [--schedule-store PATH] [--work-process NAME]...
-//        [--egress-relay PORT:SOCKET] [--tool-http PORT]
+//        [--egress-relay PORT:SOCKET] [--egress-forward PORT:HOST:PORT]... [--tool-http PORT]
 //        [-- TOOL ARGV...]
 //   --tool-http: the tool's web UI port; every path outside /_tidepool/ is forwarded there
 //     (tool_proxy.h), for the proxy only.
 //   --egress-relay: listen on 127.0.0.1:PORT and relay every connection to the platform's
 //     egress proxy at the Unix socket SOCKET (egress_relay.h); the tool's HTTP(S)_PROXY.
+//   --egress-forward PORT:HOST:PORT (repeatable): listen on 127.0.0.1:PORT and tunnel every
+//     connection to HOST:PORT through the same egress proxy (CONNECT); for a model server on
+//     the host's loopback, which the tool reaches at the same address inside the sandbox.
 //   --schedule-store: the tool's jobs (ScheduleStore JSON), relative to the home directory;
 //     GetStatus reports them with their next run times in the owner's timezone (TZ).
 //   --work-process NAME (repeatable): a process name that counts as work while it runs;
@@ -719,6 +722,8 @@ int Main(int argc, char** argv) {
   ToolRunnerOptions tool_options;
   std::string stamp_dir;  // the read-only stamped configuration; empty: nothing is guarded
   EgressRelayOptions egress_options;  // no upstream socket: no relay
+  // --egress-forward: loopback ports forwarded to a destination through the egress proxy.
+  std::vector<std::pair<int, std::string>> forwards;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--socket" && i + 1 < argc) {
@@ -738,6 +743,17 @@ int Main(int argc, char** argv) {
       }
       egress_options.upstream_socket = value.substr(colon + 1);
       config.egress_relay_port = egress_options.listen_port;
+    } else if (arg == "--egress-forward" && i + 1 < argc) {
+      // PORT:HOST:PORT, e.g. 11434:127.0.0.1:11434 (needs --egress-relay for the socket)
+      const std::string value = argv[++i];
+      const size_t colon = value.find(':');
+      int port = 0;
+      if (colon == std::string::npos || !absl::SimpleAtoi(value.substr(0, colon), &port) ||
+          port < 1 || port > 65535 || value.find(':', colon + 1) == std::string::npos) {
+        std::cerr << "tidepool-supervisor: --egress-forward wants PORT:HOST:PORT\n";
+        return 2;
+      }
+      forwards.emplace_back(port, value.substr(colon + 1));
     } else if (arg == "--tool-http" && i + 1 < argc) {
       if (!absl::SimpleAtoi(argv[++i], &config.tool_http_port) || config.tool_http_port < 1 ||
           config.tool_http_port > 65535) {
@@ -864,6 +880,22 @@ int Main(int argc, char** argv) {
       egress = *std::move(started);
     }
   }
+  // A destination the tool must reach at its own address (a model server on the host's
+  // loopback): the same port on the sandbox's loopback, tunnelled through the egress proxy.
+  std::vector<std::unique_ptr<EgressRelay>> forwarded;
+  for (const auto& [port, destination] : forwards) {
+    if (egress_options.upstream_socket.empty()) break;
+    EgressRelayOptions options = egress_options;
+    options.listen_port = port;
+    options.tunnel_to = destination;
+    absl::StatusOr<std::unique_ptr<EgressRelay>> started = EgressRelay::Start(options);
+    if (!started.ok()) {
+      LogError("cannot forward a port through the egress proxy",
+               {{"port", port}, {"error", std::string(started.status().message())}});
+      continue;
+    }
+    forwarded.push_back(*std::move(started));
+  }
   TerminalOptions terminal_options;
   terminal_options.working_dir = tool_options.env.count("HOME") ? tool_options.env["HOME"] : "/";
   for (const char* name : {"HOME", "USER", "SHELL", "LANG", "PATH", "TZ", "HTTP_PROXY",
@@ -889,6 +921,7 @@ int Main(int argc, char** argv) {
   if (guard != nullptr) guard->Stop();
   tool.Stop();
   if (egress != nullptr) egress->Stop();
+  for (const std::unique_ptr<EgressRelay>& relay : forwarded) relay->Stop();
   ::unlink(config.socket_path.c_str());
   // Connections are served by detached threads; leave without unwinding under them.
   accept_thread.detach();

@@ -20,6 +20,36 @@ TEST(ProfileTest, TheShippedProfilesLoad) {
   ASSERT_TRUE(profiles->count("shell"));
   EXPECT_EQ(profiles->at("shell").command.front(), "/bin/sh");
   EXPECT_EQ(profiles->at("shell").health.http_port, 0);
+  // The OpenClaw profile: its gateway behind the platform's identity header, its stamp with
+  // the owner's keys merged in.
+  ASSERT_TRUE(profiles->count("openclaw"));
+  const ToolProfile& openclaw = profiles->at("openclaw");
+  EXPECT_THAT(openclaw.command.front(), HasSubstr("/opt/tidepool/tools/node/"));
+  EXPECT_EQ(openclaw.health.http_port, 18789);
+  EXPECT_EQ(openclaw.health.http_path, "/readyz");
+  EXPECT_THAT(openclaw.ports, ::testing::ElementsAre(18789));
+  EXPECT_EQ(openclaw.identity.user_value, "user_id");
+  EXPECT_TRUE(openclaw.identity.set_forwarded_headers);
+  EXPECT_EQ(openclaw.identity.tool_base_path, "/w/{{workspace_id}}");
+  EXPECT_GE(openclaw.min_memory_mib, 1536);
+  EXPECT_EQ(openclaw.env.at("OPENCLAW_CONFIG_READONLY"), "1");
+  EXPECT_EQ(openclaw.env.at("OPENCLAW_CONFIG_PATH"), "/etc/tidepool/openclaw.json");
+  ASSERT_EQ(openclaw.files.size(), 1u);
+  EXPECT_EQ(openclaw.files[0].path, "openclaw.json");
+  EXPECT_TRUE(openclaw.files[0].merge_keys);
+}
+
+TEST(ProfileTest, EnvValuesBasePathsAndMemoryFloorsAreRead) {
+  absl::StatusOr<ToolProfile> profile = ParseProfile(
+      "name: x\ncommand: [/bin/true]\nenv: {TZ_COPY: '{{timezone}}'}\nmin_memory_mib: 2048\n"
+      "identity_headers: {user_header: x-user, tool_base_path: '/w/{{workspace_id}}'}\n"
+      "files:\n  - path: c.json\n    template: '{}'\n    merge_keys: true\n",
+      "p.yaml");
+  ASSERT_THAT(profile, IsOk());
+  EXPECT_EQ(profile->env.at("TZ_COPY"), "{{timezone}}");
+  EXPECT_EQ(profile->min_memory_mib, 2048);
+  EXPECT_EQ(profile->identity.tool_base_path, "/w/{{workspace_id}}");
+  EXPECT_TRUE(profile->files.at(0).merge_keys);
 }
 
 TEST(ProfileTest, ReadsHealthPortsSchedulesAndIdentityHeaders) {
@@ -72,6 +102,13 @@ TEST(ProfileTest, RejectsBadProfilesWithAClearMessage) {
            {base + "identity_headers: {user_value: email}\n", "user_header"},
            {base + "identity_headers: {user_header: x-user, user_value: name}\n", "user_value"},
            {base + "identity_headers: {user_header: x-user, nope: 1}\n", "unknown key"},
+           {base + "identity_headers: {user_header: x-user, tool_base_path: w}\n", "tool_base_path"},
+           {base + "identity_headers: {user_header: x-user, tool_base_path: '/{{nope}}'}\n",
+            "tool_base_path"},
+           {base + "env: {A: '{{nope}}'}\n", "env A: unknown template placeholder"},
+           {base + "min_memory_mib: lots\n", "min_memory_mib"},
+           {base + "min_memory_mib: -1\n", "min_memory_mib"},
+           {base + "files:\n  - path: a\n    template: x\n    merge_keys: maybe\n", "merge_keys"},
            {"[1, 2]\n", "must be a map"},
        }) {
     EXPECT_THAT(ParseProfile(c.yaml, "p.yaml"),

@@ -546,6 +546,50 @@ TEST_F(WorkspaceManagerTest, TheOnlyWayOutIsTheRelayToTheEgressProxy) {
   EXPECT_EQ(*caller, "egress");
 }
 
+TEST_F(WorkspaceManagerTest, AModelServerOnTheHostsLoopbackIsReachedAtTheSameAddressInside) {
+  manager_->Stop();
+  options_.model_server_url = "http://127.0.0.1:18431/v1";
+  StartManager();
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  // A stand-in for the egress proxy: the forward asks it for a tunnel, then speaks through it.
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::local::stream_protocol::acceptor acceptor(
+      io, asio::local::stream_protocol::endpoint(manager_->EgressSocketDir() + "/egress.sock"));
+  std::string preamble;
+  std::string connect;
+  std::string request;
+  std::thread proxy([&] {
+    asio::local::stream_protocol::socket socket(io);
+    boost::system::error_code ec;
+    acceptor.accept(socket, ec);
+    if (ec) return;
+    asio::streambuf buffer;
+    asio::read_until(socket, buffer, "\r\n\r\n", ec);
+    std::string text((std::istreambuf_iterator<char>(&buffer)), std::istreambuf_iterator<char>());
+    preamble = text.substr(0, text.find("\r\n"));
+    connect = text.substr(text.find("\r\n") + 2);
+    asio::write(socket, asio::buffer(std::string("HTTP/1.1 200 Connection established\r\n\r\n")), ec);
+    asio::streambuf rest;
+    asio::read_until(socket, rest, "\r\n\r\n", ec);
+    request.assign((std::istreambuf_iterator<char>(&rest)), std::istreambuf_iterator<char>());
+    asio::write(socket, asio::buffer(std::string(
+        "HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\nmodels-via-fwd")), ec);
+  });
+  const std::string out = RunInTerminal(
+      workspace.workspace_id,
+      "python3 -c \"import urllib.request as u\ntry: print('got', u.urlopen('http://127.0.0.1:18431/"
+      "v1/models', timeout=10).read().decode())\nexcept Exception as e: print('failed', e)\"; "
+      "echo do\"\"ne\n",
+      "done\r\n");
+  acceptor.close();
+  proxy.join();
+  EXPECT_THAT(out, HasSubstr("got models-via-fwd"));
+  EXPECT_THAT(connect, ::testing::StartsWith("CONNECT 127.0.0.1:18431 HTTP/1.1\r\n"));
+  EXPECT_THAT(request, ::testing::StartsWith("GET /v1/models HTTP/1.1\r\n"));
+  ASSERT_THAT(preamble, ::testing::StartsWith("TIDEPOOL-EGRESS/1 "));
+}
+
 TEST_F(WorkspaceManagerTest, DeleteRemovesTheSandboxAndTheVolume) {
   WorkspaceRecord workspace = EnsureRunning(kAlice);
   absl::StatusOr<WorkspaceRecord> deleted =
@@ -669,6 +713,7 @@ TEST_F(WorkspaceSecretsTest, TheProfileIsRenderedForItsOwnerAndRestampedWhenThei
   manager_->Stop();
   options_.model_server_url = "http://10.0.0.5:8000/v1";
   options_.model_server_model = "tiny-instruct";
+  options_.public_origin = "https://tidepool.example.com";
   StartManager();
   secrets_.Set({Key("anthropic", "sk-ant-first-value-000000", {"ANTHROPIC_API_KEY"}, {}, false)});
   auto running = [&](const std::string& owner) {
@@ -712,6 +757,37 @@ TEST_F(WorkspaceSecretsTest, TheProfileIsRenderedForItsOwnerAndRestampedWhenThei
   seen = installed(alice.workspace_id, "brave");
   EXPECT_EQ(seen["capabilities"], nlohmann::json::array({"anthropic", "brave"}));
   EXPECT_EQ(seen["token"], token) << "the tool credential is stable across stamps";
+  EXPECT_EQ(seen["origin"], "https://tidepool.example.com");
+  EXPECT_EQ(seen["egress"], "http://127.0.0.1:3128");
+  // merge_keys: the config-entry key is set at its dotted path, next to what the template says.
+  auto merged = [&](const std::string& needle) {
+    std::string text;
+    const absl::Time deadline = absl::Now() + absl::Seconds(15);
+    while (absl::Now() < deadline) {
+      std::ifstream in(manager_->VolumeDir(alice.workspace_id) + "/.config/merged.json");
+      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      if (text.find(needle) != std::string::npos) break;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return nlohmann::json::parse(text, nullptr, false);
+  };
+  nlohmann::json config = merged("BSA-brave-key-0000000000");
+  ASSERT_TRUE(config.is_object());
+  EXPECT_EQ(config["plugins"]["entries"]["brave"]["apiKey"], "BSA-brave-key-0000000000");
+  EXPECT_EQ(config["plugins"]["entries"]["memory"]["enabled"], true);
+  EXPECT_EQ(config["kept"], alice.workspace_id);
+  // A new value for the same key (no new capability) is stamped too.
+  secrets_.Set({Key("anthropic", "sk-ant-first-value-000000", {"ANTHROPIC_API_KEY"}, {}, false),
+                Key("brave", "BSA-brave-key-1111111111", {}, {"plugins.entries.brave.apiKey"}, true)});
+  ASSERT_THAT(manager_->OnSecretsChanged(kAlice), IsOk());
+  EXPECT_EQ(merged("BSA-brave-key-1111111111")["plugins"]["entries"]["brave"]["apiKey"],
+            "BSA-brave-key-1111111111");
+  // Env values are templates too (read from inside the sandbox).
+  EXPECT_THAT(RunInTerminal(alice.workspace_id,
+                            "tr '\\0' '\\n' < /proc/$(pgrep -x sleep | head -1)/environ | "
+                            "grep STAMPED_ORIGIN; echo do\"\"ne\n",
+                            "done\r\n"),
+              HasSubstr("STAMPED_ORIGIN=https://tidepool.example.com"));
 }
 
 TEST_F(WorkspaceSecretsTest, AToolWithAnHttpHealthCheckIsReportedHealthyOnceItAnswers) {

@@ -395,6 +395,35 @@ TEST_F(EgressRelayTest, TunnelsConnectThroughHttpProxyUpstream) {
   EXPECT_THAT(upstream.preambles(), ElementsAre(Preamble(1)));
 }
 
+// Forward mode: the relay asks for the tunnel itself; the client speaks its own protocol at
+// once and never sees the proxy's answer.
+TEST_F(EgressRelayTest, ForwardModeTunnelsToItsDestination) {
+  TestUpstream upstream(socket_path_, UpstreamMode::kHttpProxy);
+  EgressRelayOptions options = Options();
+  options.tunnel_to = "127.0.0.1:11434";
+  std::unique_ptr<EgressRelay> relay = StartRelay(std::move(options));
+  ASSERT_NE(relay, nullptr);
+  Fd client = ConnectTcp(relay->port());
+  ASSERT_TRUE(SendAll(client.get(), "GET /v1/models HTTP/1.1\r\n\r\n"));
+  EXPECT_EQ(RecvExactly(client.get(), 27), "GET /v1/models HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(upstream.received(0), "GET /v1/models HTTP/1.1\r\n\r\n");
+  EXPECT_THAT(upstream.preambles(), ElementsAre(Preamble(1)));
+}
+
+TEST_F(EgressRelayTest, ForwardModeClosesWhenTheProxyRefuses) {
+  // An echo upstream answers the CONNECT with the CONNECT itself: not a 2xx.
+  TestUpstream upstream(socket_path_, UpstreamMode::kEcho);
+  EgressRelayOptions options = Options();
+  options.tunnel_to = "127.0.0.1:11434";
+  std::unique_ptr<EgressRelay> relay = StartRelay(std::move(options));
+  ASSERT_NE(relay, nullptr);
+  Fd client = ConnectTcp(relay->port());
+  ASSERT_TRUE(SendAll(client.get(), "GET / HTTP/1.1\r\n\r\n"));
+  Received got = RecvUntilEof(client.get(), 4096);
+  EXPECT_TRUE(got.eof || got.reset) << "the connection must end";
+  EXPECT_EQ(got.data, "") << "the client must not see the proxy's answer";
+}
+
 TEST_F(EgressRelayTest, Answers502WhenUpstreamSocketIsMissing) {
   std::unique_ptr<EgressRelay> relay = StartRelay(Options());
   ASSERT_NE(relay, nullptr);
@@ -563,6 +592,11 @@ TEST_F(EgressRelayTest, ListensOnLoopbackOnly) {
 }
 
 TEST_F(EgressRelayTest, RejectsInvalidOptions) {
+  {
+    EgressRelayOptions options = Options();
+    options.tunnel_to = "no port";
+    EXPECT_THAT(EgressRelay::Start(options), StatusIs(absl::StatusCode::kInvalidArgument));
+  }
   EgressRelayOptions no_token = Options();
   no_token.preamble_token = nullptr;
   EXPECT_THAT(EgressRelay::Start(no_token), StatusIs(absl::StatusCode::kInvalidArgument));
