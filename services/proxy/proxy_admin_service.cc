@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/time_util.h"
@@ -342,7 +343,14 @@ ServiceDefinition ProxyServiceDefinition() {
         event.mutable_actor()->set_kind(commonpb::ACTOR_KIND_SERVICE);
         event.mutable_actor()->set_id("proxy");
         event.set_subject_user_id(decision.owner_user_id);
-        event.set_reason_code(decision.reason.substr(0, 64));
+        // The audit wants snake case: "not on allowlist" -> "not_on_allowlist".
+        std::string code;
+        for (char c : decision.reason.substr(0, 64)) {
+          code.push_back(absl::ascii_isalnum(static_cast<unsigned char>(c))
+                             ? absl::ascii_tolower(static_cast<unsigned char>(c))
+                             : '_');
+        }
+        event.set_reason_code(code);
         (*event.mutable_attributes())["workspace_id"] = decision.workspace_id;
         (*event.mutable_attributes())["destination"] = decision.destination;
         audit->Emit(std::move(event));

@@ -1,6 +1,7 @@
 // The workspaces' only way out, end to end with the real binaries: a workspace's tool goes
 // through its supervisor's relay to the proxy's egress proxy, which resolves the relay's
 // credential through the provisioner, enforces the allowlist, and counts and audits denials.
+#include <set>
 #include <string>
 #include <utility>
 
@@ -13,6 +14,7 @@
 #include "tests/testing/http_stub_server.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/terminal_client.h"
+#include "tidepool/audit/v1/audit_service.grpc.pb.h"
 #include "tidepool/provisioner/v1/workspace_service.grpc.pb.h"
 #include "tidepool/proxy/v1/proxy_admin_service.grpc.pb.h"
 
@@ -166,6 +168,32 @@ TEST_F(EgressTest, AWorkspaceReachesOnlyTheAllowlistAndEveryDenialIsCountedAndNa
   EXPECT_EQ(policy.workspaces(0).allowed_connection_count(), 1);
   EXPECT_EQ(policy.workspaces(0).last_denied_destination(),
             absl::StrCat("127.0.0.1:", model_server_.port() + 1));
+
+  // ...and audited, each with its destination and a reason code the audit accepts.
+  absl::StatusOr<TlsIdentity> cli = platform_->CliIdentity();
+  ASSERT_THAT(cli, IsOk());
+  absl::StatusOr<RunInfo> audit_info = platform_->Info("audit");
+  ASSERT_THAT(audit_info, IsOk());
+  auto audit = audit::v1::AuditService::NewStub(DialPlatformService(*cli, audit_info->grpc));
+  std::set<std::string> audited;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (audited.size() < 3 && absl::Now() < deadline) {
+    audit::v1::QueryRequest query;
+    query.mutable_filter()->set_action_prefix("egress.denied");
+    audit::v1::QueryResponse events;
+    grpc::ClientContext context;
+    if (audit->Query(&context, query, &events).ok()) {
+      for (const auto& event : events.events()) {
+        audited.insert(absl::StrCat(event.attributes().at("destination"), " ",
+                                    event.reason_code()));
+      }
+    }
+    if (audited.size() < 3) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_THAT(audited, ::testing::UnorderedElementsAre(
+                           "example.org:80 not_on_allowlist", "localhost:8080 private_address",
+                           absl::StrCat("127.0.0.1:", model_server_.port() + 1,
+                                        " not_on_allowlist")));
 }
 
 }  // namespace
