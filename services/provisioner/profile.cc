@@ -81,7 +81,8 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
   ToolProfile profile;
   static const std::set<std::string> kKeys = {
       "name",  "description",    "command",          "env",           "files", "health",
-      "ports", "schedule_store", "identity_headers", "work_processes", "min_memory_mib"};
+      "ports", "schedule_store", "identity_headers", "work_processes", "min_memory_mib",
+      "schedule_format"};
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string key = it->first.as<std::string>("");
     if (!kKeys.count(key)) return Bad(source, absl::StrCat("unknown key '", key, "'"));
@@ -204,6 +205,12 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
     profile.schedule_store = root["schedule_store"].as<std::string>("");
     if (!profile.schedule_store.empty() && !SafeRelativePath(profile.schedule_store)) {
       return Bad(source, "schedule_store must be a path relative to the home directory");
+    }
+  }
+  if (root["schedule_format"]) {
+    profile.schedule_format = root["schedule_format"].as<std::string>("");
+    if (profile.schedule_format != "tidepool-json" && profile.schedule_format != "openclaw-sqlite") {
+      return Bad(source, "schedule_format must be tidepool-json or openclaw-sqlite");
     }
   }
   if (root["work_processes"]) {

@@ -55,6 +55,9 @@ struct ToolProfile {
   std::vector<int> ports;
   // Where the tool keeps its scheduled jobs, relative to the home directory ("" = none).
   std::string schedule_store;
+  // How the store is kept: "tidepool-json" (the ScheduleStore message) or "openclaw-sqlite"
+  // (OpenClaw's state database).
+  std::string schedule_format = "tidepool-json";
   // Process names (as in /proc/<pid>/comm) that count as work while they run: the scaler
   // does not put the workspace to sleep under them (a build, a long agent task).
   std::vector<std::string> work_processes;

@@ -276,6 +276,8 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
   if (!profile.schedule_store.empty()) {
     spec.command.push_back("--schedule-store");
     spec.command.push_back(profile.schedule_store);
+    spec.command.push_back("--schedule-format");
+    spec.command.push_back(profile.schedule_format);
   }
   for (const std::string& name : profile.work_processes) {
     spec.command.push_back("--work-process");

@@ -13,7 +13,7 @@
 //   TIDEPOOL_PROFILE         the profile name
 //   TIDEPOOL_DISK_QUOTA_BYTES  the volume quota the file API enforces (507 when reached)
 // Usage: tidepool-supervisor --socket PATH [--tool-log PATH] [--env-file PATH] [--health-http PORT:PATH]
-//        [--stamp-dir DIR] [--schedule-store PATH] [--work-process NAME]...
+//        [--stamp-dir DIR] [--schedule-store PATH] [--schedule-format F] [--work-process NAME]...
 //        [--egress-relay PORT:SOCKET] [--egress-forward PORT:HOST:PORT]... [--tool-http PORT]
 //        [-- TOOL ARGV...]
 //   --tool-http: the tool's web UI port; every path outside /_tidepool/ is forwarded there
@@ -25,6 +25,7 @@
 //     the host's loopback, which the tool reaches at the same address inside the sandbox.
 //   --schedule-store: the tool's jobs (ScheduleStore JSON), relative to the home directory;
 //     GetStatus reports them with their next run times in the owner's timezone (TZ).
+//   --schedule-format tidepool-json|openclaw-sqlite: how the store is kept (schedule_reader.h).
 //   --work-process NAME (repeatable): a process name that counts as work while it runs;
 //     GetStatus lists those running (the scaler keeps the workspace awake under them).
 //   --stamp-dir: the read-only stamped configuration (stamp-manifest.json and the originals),
@@ -109,6 +110,8 @@ struct Config {
   // The tool's schedule store, relative to the home directory ("" = none), and the owner's
   // timezone its jobs default to.
   std::string schedule_store;
+  // "tidepool-json" (ScheduleStore) or "openclaw-sqlite" (OpenClaw's state database).
+  std::string schedule_format = "tidepool-json";
   std::set<std::string> work_processes;
   std::string timezone;
   // The tool's web UI port inside the sandbox (0: none); other paths are forwarded there.
@@ -251,7 +254,9 @@ std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool, File
     const absl::Time now = absl::Now();
     if (home_root != nullptr && !config.schedule_store.empty()) {
       absl::StatusOr<std::vector<v1::ScheduledJob>> jobs =
-          ReadScheduledJobs(*home_root, config.schedule_store, config.timezone, now);
+          config.schedule_format == "openclaw-sqlite"
+              ? ReadOpenClawJobs(*home_root, config.schedule_store, config.timezone, now)
+              : ReadScheduledJobs(*home_root, config.schedule_store, config.timezone, now);
       if (jobs.ok()) {
         for (v1::ScheduledJob& job : *jobs) *status.add_scheduled_jobs() = std::move(job);
       } else {
@@ -762,6 +767,12 @@ int Main(int argc, char** argv) {
       }
     } else if (arg == "--schedule-store" && i + 1 < argc) {
       config.schedule_store = argv[++i];
+    } else if (arg == "--schedule-format" && i + 1 < argc) {
+      config.schedule_format = argv[++i];
+      if (config.schedule_format != "tidepool-json" && config.schedule_format != "openclaw-sqlite") {
+        std::cerr << "tidepool-supervisor: --schedule-format wants tidepool-json or openclaw-sqlite\n";
+        return 2;
+      }
     } else if (arg == "--work-process" && i + 1 < argc) {
       config.work_processes.insert(argv[++i]);
     } else if (arg == "--stamp-dir" && i + 1 < argc) {

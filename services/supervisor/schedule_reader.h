@@ -25,4 +25,17 @@ absl::StatusOr<std::vector<v1::ScheduledJob>> ReadScheduledJobs(const SafeRoot& 
                                                                 const std::string& default_timezone,
                                                                 absl::Time now);
 
+// The same for OpenClaw (schedule store format "openclaw-sqlite"): its automations, read
+// read-only from the `cron_jobs` table of its state database at `path` beneath `root` (the
+// Gateway keeps writing it; WAL readers do not block it). Every enabled job, and the user's
+// own (no declaration key) even when disabled. Schedules map to lib/job_schedule's forms:
+// kind "cron" keeps its expression and its `tz` (none: the owner's, as the Gateway's TZ),
+// "every" becomes "every <d/h/m/s>" anchored at its anchor, "at" becomes a one-shot in UTC;
+// any other kind is listed with a schedule_error. The newest 50 run receipts of each job
+// (`cron_run_receipts`) are its recent runs. A missing database is no jobs.
+absl::StatusOr<std::vector<v1::ScheduledJob>> ReadOpenClawJobs(const SafeRoot& root,
+                                                               const std::string& path,
+                                                               const std::string& default_timezone,
+                                                               absl::Time now);
+
 }  // namespace tidepool::supervisor

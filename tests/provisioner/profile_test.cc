@@ -37,6 +37,7 @@ TEST(ProfileTest, TheShippedProfilesLoad) {
   ASSERT_EQ(openclaw.files.size(), 1u);
   EXPECT_EQ(openclaw.files[0].path, "openclaw.json");
   EXPECT_TRUE(openclaw.files[0].merge_keys);
+  EXPECT_EQ(openclaw.schedule_format, "openclaw-sqlite");
 }
 
 TEST(ProfileTest, EnvValuesBasePathsAndMemoryFloorsAreRead) {
@@ -107,6 +108,7 @@ TEST(ProfileTest, RejectsBadProfilesWithAClearMessage) {
             "tool_base_path"},
            {base + "env: {A: '{{nope}}'}\n", "env A: unknown template placeholder"},
            {base + "min_memory_mib: lots\n", "min_memory_mib"},
+           {base + "schedule_format: yaml\n", "schedule_format"},
            {base + "min_memory_mib: -1\n", "min_memory_mib"},
            {base + "files:\n  - path: a\n    template: x\n    merge_keys: maybe\n", "merge_keys"},
            {"[1, 2]\n", "must be a map"},
