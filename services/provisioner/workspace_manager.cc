@@ -309,11 +309,7 @@ SandboxSpec WorkspaceManager::SpecFor(const WorkspaceRecord& workspace,
   spec.env["TIDEPOOL_DISK_QUOTA_BYTES"] = absl::StrCat(options_.limits.disk_bytes);
   spec.env["TIDEPOOL_WORKSPACE_KEY"] =
       crypto::HexEncode(DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id));
-  spec.limits = options_.limits;
-  if (profile.min_memory_mib > 0 && spec.limits.memory_bytes > 0) {
-    spec.limits.memory_bytes =
-        std::max<int64_t>(spec.limits.memory_bytes, int64_t{profile.min_memory_mib} << 20);
-  }
+  spec.limits = LimitsFor(profile.name);
   return spec;
 }
 
@@ -955,9 +951,79 @@ absl::StatusOr<Endpoint> WorkspaceManager::GetEndpoint(const std::string& worksp
   return endpoint;
 }
 
-absl::StatusOr<SandboxUsage> WorkspaceManager::Usage(const std::string& workspace_id) {
+absl::StatusOr<WorkspaceUsageSample> WorkspaceManager::Usage(const std::string& workspace_id) {
   TP_RETURN_IF_ERROR(store_.Get(workspace_id).status());
-  return runtime_.Usage(workspace_id);
+  TP_ASSIGN_OR_RETURN(SandboxUsage usage, runtime_.Usage(workspace_id));
+  absl::Time now = absl::Now();
+  std::optional<std::pair<double, absl::Time>> previous;
+  {
+    absl::MutexLock lock(&samples_mu_);
+    auto it = cpu_samples_.find(workspace_id);
+    if (it != cpu_samples_.end() && now - it->second.second < absl::Minutes(5) &&
+        it->second.first <= usage.cpu_seconds) {
+      previous = it->second;
+    }
+  }
+  if (!previous.has_value() || now - previous->second < absl::Milliseconds(100)) {
+    // No usable earlier sample: take two, a moment apart.
+    previous = std::make_pair(usage.cpu_seconds, now);
+    absl::SleepFor(absl::Milliseconds(250));
+    TP_ASSIGN_OR_RETURN(usage, runtime_.Usage(workspace_id));
+    now = absl::Now();
+  }
+  WorkspaceUsageSample sample;
+  const double elapsed = absl::ToDoubleSeconds(now - previous->second);
+  sample.cpu_millicores = static_cast<int64_t>(
+      std::max(0.0, usage.cpu_seconds - previous->first) / std::max(elapsed, 0.001) * 1000.0 + 0.5);
+  sample.usage = usage;
+  absl::MutexLock lock(&samples_mu_);
+  cpu_samples_[workspace_id] = {usage.cpu_seconds, now};
+  return sample;
+}
+
+WorkspaceHealthView WorkspaceManager::Health(const WorkspaceRecord& workspace) {
+  if (workspace.state != commonpb::WORKSPACE_STATE_RUNNING) return WorkspaceHealthView::kUnknown;
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&samples_mu_);
+    auto it = health_.find(workspace.workspace_id);
+    if (it != health_.end() && now - it->second.second < absl::Seconds(5)) return it->second.first;
+  }
+  WorkspaceHealthView health = WorkspaceHealthView::kUnhealthy;  // no answer
+  absl::StatusOr<SupervisorReply> reply =
+      CallSupervisor(workspace.workspace_id, "GetStatus", "{}", absl::Seconds(1));
+  supervisorpb::GetStatusResponse status;
+  google::protobuf::util::JsonParseOptions lenient;
+  lenient.ignore_unknown_fields = true;
+  if (reply.ok() && reply->status == 200 &&
+      google::protobuf::util::JsonStringToMessage(reply->body, &status, lenient).ok()) {
+    switch (status.tool().health()) {
+      case supervisorpb::TOOL_HEALTH_HEALTHY:
+        health = status.config_ok() ? WorkspaceHealthView::kHealthy : WorkspaceHealthView::kDegraded;
+        break;
+      case supervisorpb::TOOL_HEALTH_STARTING:
+      case supervisorpb::TOOL_HEALTH_RESTARTING:
+        health = WorkspaceHealthView::kDegraded;
+        break;
+      default:
+        health = WorkspaceHealthView::kUnhealthy;
+    }
+  }
+  absl::MutexLock lock(&samples_mu_);
+  if (health_.size() > 10000) health_.clear();
+  health_[workspace.workspace_id] = {health, now};
+  return health;
+}
+
+ResourceLimits WorkspaceManager::LimitsFor(const std::string& profile_name) const {
+  ResourceLimits limits = options_.limits;
+  auto profile = options_.profiles.find(profile_name);
+  if (profile != options_.profiles.end() && profile->second.min_memory_mib > 0 &&
+      limits.memory_bytes > 0) {
+    limits.memory_bytes =
+        std::max<int64_t>(limits.memory_bytes, int64_t{profile->second.min_memory_mib} << 20);
+  }
+  return limits;
 }
 
 }  // namespace tidepool::provisioner

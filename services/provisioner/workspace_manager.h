@@ -62,6 +62,15 @@ struct WorkspaceManagerOptions {
   absl::Duration guard_poll_interval = absl::Seconds(1);
 };
 
+// The tool's health as the provisioner last heard it (the API's WorkspaceHealth).
+enum class WorkspaceHealthView { kUnknown, kHealthy, kDegraded, kUnhealthy };
+
+// SandboxUsage with the CPU rate over the last sampling interval.
+struct WorkspaceUsageSample {
+  SandboxUsage usage;
+  int64_t cpu_millicores = 0;
+};
+
 // A state change, for WatchWorkspaces.
 struct WorkspaceEvent {
   uint64_t sequence = 0;
@@ -114,7 +123,15 @@ class WorkspaceManager {
     absl::Time expire_time = absl::InfinitePast();
   };
   absl::StatusOr<EgressOwner> ResolveEgressCredential(const std::string& credential);
-  absl::StatusOr<SandboxUsage> Usage(const std::string& workspace_id);
+  // The sandbox's usage, with its CPU rate (cpu_millicores) over the time since the previous
+  // call for it (a fresh 250 ms sample when there was none in the last 5 minutes).
+  absl::StatusOr<WorkspaceUsageSample> Usage(const std::string& workspace_id);
+  // The tool's health as its supervisor reports it (GetStatus, at most 1 s; remembered for
+  // 5 s). UNSPECIFIED for a workspace that is not running.
+  WorkspaceHealthView Health(const WorkspaceRecord& workspace);
+  // The limits a workspace of `profile` gets: the configured ones, with the profile's memory
+  // floor (min_memory_mib).
+  ResourceLimits LimitsFor(const std::string& profile) const;
 
   // Blocks until the workspace's observed state equals its desired state (or FAILED), or
   // `deadline`. DEADLINE_EXCEEDED then.
@@ -199,6 +216,10 @@ class WorkspaceManager {
   std::vector<std::thread> workers_;
   std::unique_ptr<PeriodicTask> guard_poller_;
   // Per workspace, the providers its owner has keys for (a JSON array), for stamping.
+  absl::Mutex samples_mu_;
+  // Per workspace: the last CPU sample (cumulative seconds, when) and the last health heard.
+  std::map<std::string, std::pair<double, absl::Time>> cpu_samples_ ABSL_GUARDED_BY(samples_mu_);
+  std::map<std::string, std::pair<WorkspaceHealthView, absl::Time>> health_ ABSL_GUARDED_BY(samples_mu_);
   mutable absl::Mutex capabilities_mu_;
   std::map<std::string, std::string> capabilities_ ABSL_GUARDED_BY(capabilities_mu_);
   // Per workspace: the supervisor's boot id and the last guard event audited.

@@ -125,7 +125,24 @@ grpc::Status WorkspaceServiceImpl::GetWorkspace(grpc::ServerContext* context,
   absl::StatusOr<WorkspaceRecord> record = Visible(*context, request->workspace_id());
   if (!record.ok()) return ToGrpcStatus(record.status());
   ToProto(*record, response->mutable_workspace());
+  SetHealth(*record, response->mutable_workspace());
   return grpc::Status::OK;
+}
+
+void WorkspaceServiceImpl::SetHealth(const WorkspaceRecord& record, v1::Workspace* out) {
+  switch (manager_.Health(record)) {
+    case WorkspaceHealthView::kHealthy:
+      out->set_health(v1::WORKSPACE_HEALTH_HEALTHY);
+      break;
+    case WorkspaceHealthView::kDegraded:
+      out->set_health(v1::WORKSPACE_HEALTH_DEGRADED);
+      break;
+    case WorkspaceHealthView::kUnhealthy:
+      out->set_health(v1::WORKSPACE_HEALTH_UNHEALTHY);
+      break;
+    case WorkspaceHealthView::kUnknown:
+      break;
+  }
 }
 
 grpc::Status WorkspaceServiceImpl::ListWorkspaces(grpc::ServerContext* context,
@@ -145,7 +162,9 @@ grpc::Status WorkspaceServiceImpl::ListWorkspaces(grpc::ServerContext* context,
       state, owner, request->page().page_size(), request->page().page_token());
   if (!page.ok()) return ToGrpcStatus(page.status());
   for (const WorkspaceRecord& record : page->workspaces) {
-    ToProto(record, response->add_workspaces());
+    v1::Workspace* out = response->add_workspaces();
+    ToProto(record, out);
+    SetHealth(record, out);
   }
   response->mutable_page()->set_next_page_token(page->next_page_token);
   return grpc::Status::OK;
@@ -200,7 +219,7 @@ grpc::Status WorkspaceServiceImpl::DeleteWorkspace(grpc::ServerContext* context,
   absl::StatusOr<WorkspaceRecord> record =
       manager_.Delete(request->workspace_id(), absl::InfinitePast());
   if (!record.ok()) return ToGrpcStatus(record.status());
-  (void)response;
+  ToProto(*record, response->mutable_workspace());
   return grpc::Status::OK;
 }
 
@@ -239,12 +258,14 @@ grpc::Status WorkspaceServiceImpl::GetUsage(grpc::ServerContext* context,
                                             v1::GetUsageResponse* response) {
   absl::StatusOr<WorkspaceRecord> visible = Visible(*context, request->workspace_id());
   if (!visible.ok()) return ToGrpcStatus(visible.status());
-  absl::StatusOr<SandboxUsage> usage = manager_.Usage(request->workspace_id());
-  if (!usage.ok()) return ToGrpcStatus(usage.status());
-  const ResourceLimits& limits = manager_.options().limits;
+  absl::StatusOr<WorkspaceUsageSample> sample = manager_.Usage(request->workspace_id());
+  if (!sample.ok()) return ToGrpcStatus(sample.status());
+  const SandboxUsage* usage = &sample->usage;
+  const ResourceLimits limits = manager_.LimitsFor(visible->profile);
   v1::WorkspaceUsage* out = response->mutable_usage();
   *out->mutable_cpu_time() =
       TimeUtil::MicrosecondsToDuration(static_cast<int64_t>(usage->cpu_seconds * 1e6));
+  out->set_cpu_millicores(sample->cpu_millicores);
   out->set_cpu_limit_millicores(static_cast<int64_t>(limits.cpus * 1000));
   out->set_memory_bytes(usage->memory_bytes);
   out->set_memory_limit_bytes(limits.memory_bytes);

@@ -50,6 +50,8 @@ class WorkspaceServiceImpl final : public v1::WorkspaceService::Service {
                                  v1::SetOwnerSuspendedResponse* response) override;
 
  private:
+  // Sets the workspace's health as its supervisor reports it (running workspaces only).
+  void SetHealth(const WorkspaceRecord& record, v1::Workspace* out);
   // The workspace if the caller may see it; NOT_FOUND otherwise (same as a missing one).
   absl::StatusOr<WorkspaceRecord> Visible(const grpc::ServerContext& context,
                                           const std::string& workspace_id);

@@ -590,6 +590,28 @@ TEST_F(WorkspaceManagerTest, AModelServerOnTheHostsLoopbackIsReachedAtTheSameAdd
   ASSERT_THAT(preamble, ::testing::StartsWith("TIDEPOOL-EGRESS/1 "));
 }
 
+TEST_F(WorkspaceManagerTest, UsageHasTheCpuRateAndHealthIsTheSupervisorsView) {
+  WorkspaceRecord workspace = EnsureRunning(kAlice);
+  EXPECT_EQ(manager_->Health(workspace), WorkspaceHealthView::kHealthy);
+  // Idle: close to no CPU (a fresh sample pair is taken on the first call).
+  absl::StatusOr<WorkspaceUsageSample> idle = manager_->Usage(workspace.workspace_id);
+  ASSERT_THAT(idle, IsOk());
+  EXPECT_LT(idle->cpu_millicores, 300);
+  // A busy loop for 3 s: about one core over the next interval (the limit is one core).
+  RunInTerminal(workspace.workspace_id,
+                "(timeout 3 sh -c 'while :; do :; done' &) ; echo st\"\"arted\n", "started\r\n");
+  absl::SleepFor(absl::Milliseconds(1500));
+  absl::StatusOr<WorkspaceUsageSample> busy = manager_->Usage(workspace.workspace_id);
+  ASSERT_THAT(busy, IsOk());
+  EXPECT_GT(busy->cpu_millicores, 400) << "cpu seconds " << busy->usage.cpu_seconds;
+  // A sleeping workspace has no health to report.
+  ASSERT_THAT(manager_->Sleep(workspace.workspace_id, "idle", absl::Now() + absl::Seconds(20)),
+              IsOk());
+  absl::StatusOr<WorkspaceRecord> asleep = manager_->store().Get(workspace.workspace_id);
+  ASSERT_THAT(asleep, IsOk());
+  EXPECT_EQ(manager_->Health(*asleep), WorkspaceHealthView::kUnknown);
+}
+
 TEST_F(WorkspaceManagerTest, DeleteRemovesTheSandboxAndTheVolume) {
   WorkspaceRecord workspace = EnsureRunning(kAlice);
   absl::StatusOr<WorkspaceRecord> deleted =
