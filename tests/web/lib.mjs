@@ -40,21 +40,36 @@ export async function waitFor(check, what, timeoutMs = 30000) {
   }
 }
 
-// The whole platform in one process, on loopback, with its own data directory.
+// The whole platform in one process, on loopback, with its own data directory. Options:
+// defaultProfile (the workspaces' tool; "shell" unless said), modelServer (model_server.base_url)
+// and modelName (model_server.default_model).
 export class Platform {
-  static async start(dir) {
+  static async start(dir, options = {}) {
     const port = await freePort();
     const origin = `http://127.0.0.1:${port}`;
+    // The identity provider for everyone but the administrator (IDP_PEOPLE).
+    const idp = await IdentityProvider.start(dir, origin);
     const services = ['auth', 'provisioner', 'secrets', 'proxy', 'scaler', 'audit'];
+    const profiles = writeTestProfiles(dir);
     let yaml = `log:\n  level: info\nplatform:\n  public_url: ${origin}\n`;
+    if (options.modelServer) {
+      yaml += `model_server:\n  base_url: ${options.modelServer}\n  default_model: ${options.modelName ?? 'tidepool-test'}\n`;
+    }
     for (const s of services) {
       yaml += `${s}:\n  grpc_port: 0\n  metrics_port: 0\n`;
+      if (s === 'auth') yaml += idp.providerYaml();
       if (s === 'proxy') yaml += `  http_port: ${port}\n  web_root: ${join(SOURCE, 'web/dist')}\n`;
+      if (s === 'proxy') yaml += `  preview_domain: ${PREVIEW_DOMAIN}\n`;
       if (s === 'provisioner') yaml += '  hard_disk_quota: false\n';
+      if (s === 'provisioner') yaml += `  profiles_dir: ${profiles}\n`;
+      if (s === 'provisioner' && options.defaultProfile) yaml += `  default_profile: ${options.defaultProfile}\n`;
+      // Scheduled runs are accounted at each check: every 5 s, so a test sees them soon.
+      if (s === 'scaler') yaml += '  check_interval: 5s\n';
       if (s === 'audit') yaml += '  checkpoint_append_only: false\n';
     }
     writeFileSync(join(dir, 'tidepool.yaml'), yaml);
     const platform = new Platform(dir, origin);
+    platform.idp = idp;
     platform.process = spawn(
       join(BUILD, 'tidepool'),
       ['up', '--config', join(dir, 'tidepool.yaml'), '--data-dir', join(dir, 'data')],
@@ -95,6 +110,7 @@ export class Platform {
     } finally {
       this.process.kill('SIGTERM');
       await new Promise((r) => this.process.once('exit', r));
+      await this.idp?.stop();
     }
   }
 }
@@ -134,3 +150,124 @@ export async function signInAsAdmin(page, platform) {
   await page.getByTestId('home-page').waitFor();
 }
 
+
+// Previews are served at <port>-<workspace suffix>.<PREVIEW_DOMAIN>:<the edge's port>; Chromium
+// resolves every *.localhost name to the loopback address.
+export const PREVIEW_DOMAIN = 'preview.localhost';
+
+// Where the test workspaces' tool keeps its scheduled jobs (the shell profile's schedule store
+// in the test profiles), relative to the home folder.
+export const SCHEDULE_STORE = '.schedules/jobs.json';
+
+// The profiles the web tests use: the source tree's shell profile (every workspace here is a
+// shell workspace), copied for the run with a schedule store added (profiles/shell.yaml has
+// none: its tool keeps no jobs). Returns the directory.
+export function writeTestProfiles(dir) {
+  const target = join(dir, 'profiles');
+  mkdirSync(target, { recursive: true });
+  let text = readFileSync(join(SOURCE, 'profiles', 'shell.yaml'), 'utf8');
+  if (!/^schedule_store:/m.test(text)) text = `${text.replace(/\n*$/, '\n')}schedule_store: ${SCHEDULE_STORE}\n`;
+  writeFileSync(join(target, 'shell.yaml'), text);
+  // The OpenClaw profile as shipped.
+  writeFileSync(join(target, 'openclaw.yaml'), readFileSync(join(SOURCE, 'profiles', 'openclaw.yaml')));
+  return target;
+}
+
+// Types a command into the terminal page's shell (the terminal must be connected) and presses
+// Enter.
+export async function typeInTerminal(page, command) {
+  await page.getByRole('region', { name: 'Terminal' }).click();
+  await page.keyboard.type(command);
+  await page.keyboard.press('Enter');
+}
+
+// ---- The identity provider: tests/idp/oidc_idp.mjs (the real `oidc-provider`), started once
+// per run beside the platform and registered as the provider `corp` (kind oidc). The
+// administrator signs in with a password; everyone else comes through this provider.
+
+// Its people: login name → the claims they sign in with.
+export const IDP_PEOPLE = {
+  casey: { sub: 'casey-0001', email: 'casey@corp.example', email_verified: true, name: 'Casey Jones' },
+  robin: { sub: 'robin-0002', email: 'robin@corp.example', email_verified: true, name: 'Robin Lee' },
+};
+// Its button on the sign-in page (display_name in auth.providers).
+export const IDP_BUTTON = 'Sign in with Corp SSO';
+
+class IdentityProvider {
+  // Starts it with a client for `<origin>/auth/callback/corp`; resolves once it listens.
+  static async start(dir, origin) {
+    const root = join(dir, 'idp');
+    mkdirSync(root, { recursive: true });
+    const secret = Array.from({ length: 4 }, () => Math.random().toString(36).slice(2)).join('');
+    const config = join(root, 'oidc.json');
+    writeFileSync(config, JSON.stringify({
+      clients: [{ client_id: 'tidepool-web', client_secret: secret, redirect_uris: [`${origin}/auth/callback/corp`] }],
+      accounts: IDP_PEOPLE,
+    }));
+    // auth refuses a secret file that others may read.
+    writeFileSync(join(root, 'corp.secret'), `${secret}\n`, { mode: 0o600 });
+    const idp = new IdentityProvider(root);
+    idp.process = spawn(process.execPath, [join(SOURCE, 'tests/idp/oidc_idp.mjs'), '--config', config],
+                        { stdio: ['ignore', 'pipe', 'pipe'] });
+    idp.process.stdout.on('data', (d) => { idp.stdout += d; });
+    idp.process.stderr.on('data', (d) => { idp.stderr += d; });
+    idp.process.once('exit', () => { idp.exited = true; });
+    // Whatever happens to the run (a failed start included), it does not outlive it.
+    process.once('exit', () => { if (!idp.exited) idp.process.kill('SIGTERM'); });
+    // Its one line on stdout: {"issuer": ..., "port": ...}.
+    const line = await waitFor(() => idp.exited || /^\{.*\}\n/.exec(idp.stdout), 'the identity provider', 30000);
+    if (idp.exited) throw new Error(`the identity provider did not start: ${idp.stderr.trim()}`);
+    idp.issuer = JSON.parse(line[0]).issuer;
+    return idp;
+  }
+
+  constructor(root) {
+    this.root = root;
+    this.stdout = '';
+    this.stderr = '';
+    this.exited = false;
+  }
+
+  // The lines of the platform's `auth:` section that register it.
+  providerYaml() {
+    return '  providers:\n    - id: corp\n      kind: oidc\n' +
+        `      display_name: ${IDP_BUTTON}\n      issuer: ${this.issuer}\n` +
+        `      client_id: tidepool-web\n      client_secret_file: ${join(this.root, 'corp.secret')}\n`;
+  }
+
+  async stop() {
+    if (this.exited || !this.process) return;
+    this.process.kill('SIGTERM');
+    await new Promise((r) => (this.exited ? r() : this.process.once('exit', r)));
+  }
+}
+
+// Makes every sign-in through the identity provider in this browser context pick `login` (a key
+// of IDP_PEOPLE). The provider has no login form: its interaction signs in the account that the
+// authorization request's login_hint names (tests/idp/README.md), which a real provider learns
+// from the person typing their name. The platform's redirect to the provider (the answer to
+// /auth/start/corp, whose cookie binds the sign-in to this browser) is passed on with the hint
+// added. (Playwright cannot intercept the redirected request itself.) One person per context.
+export async function pickIdpPerson(context, platform, login) {
+  await context.route(`${platform.origin}/auth/start/corp?**`, async (route) => {
+    const response = await route.fetch({ maxRedirects: 0 });
+    const location = response.headers().location;
+    if (!location || !location.startsWith(`${platform.idp.issuer}/`)) {
+      await route.fulfill({ response });
+      return;
+    }
+    const url = new URL(location);
+    url.searchParams.set('login_hint', login);
+    // headers() joins several Set-Cookie values with "\n", which fulfill() splits again.
+    await route.fulfill({ response, headers: { ...response.headers(), location: url.href } });
+  });
+}
+
+// Signs `login` in with the provider's button on the sign-in page; resolves on the home page.
+export async function signInWithIdp(page, platform, login) {
+  await pickIdpPerson(page.context(), platform, login);
+  await page.goto(platform.origin);
+  await page.getByTestId('signin-page').waitFor();
+  await page.getByRole('button', { name: IDP_BUTTON }).click();
+  await page.getByTestId('home-page').waitFor({ timeout: 30000 });
+}

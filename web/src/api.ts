@@ -261,3 +261,88 @@ export interface PutSecretResponse {
 export interface DeleteSecretResponse {
   deletedSecrets?: SecretMetadata[];
 }
+
+/** POSTs JSON to a route that answers with application/x-ndjson (the supervisor's GitClone) and
+ * hands each line to `onLine` as it arrives. Throws ApiError like api(): for an error answer,
+ * and for an error line ({code, message}, sent when the stream fails after it began). */
+export async function apiStream<T>(path: string, body: unknown, onLine: (line: T) => void, signal?: AbortSignal): Promise<void> {
+  const headers: Record<string, string> = { Accept: "application/x-ndjson", "Content-Type": "application/json" };
+  const token = csrfToken();
+  if (token) headers["X-Tidepool-CSRF"] = token;
+  let response: Response;
+  try {
+    response = await fetch(path, {
+      method: "POST",
+      headers,
+      body: JSON.stringify(body ?? {}),
+      credentials: "same-origin",
+      cache: "no-store",
+      signal,
+    });
+  } catch (error) {
+    if (error instanceof DOMException && error.name === "AbortError") throw error;
+    throw new ApiError(0, "NETWORK", "Tidepool could not be reached. Check your connection and try again.");
+  }
+  if (!response.ok || !response.body) {
+    const text = await response.text().catch(() => "");
+    let data: unknown = undefined;
+    try {
+      data = text ? JSON.parse(text) : undefined;
+    } catch {
+      data = undefined;
+    }
+    if (response.status === 401) onUnauthorized();
+    throw errorFrom(response.status, data);
+  }
+
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let pending = "";
+  const handle = (line: string) => {
+    if (!line.trim()) return;
+    let data: unknown;
+    try {
+      data = JSON.parse(line);
+    } catch {
+      throw new ApiError(response.status, "UNKNOWN", "The server sent an answer this page cannot read.");
+    }
+    if (typeof data === "object" && data !== null && "code" in data && "message" in data) {
+      // The stream's last line after a failure; its code says which HTTP status it stands for.
+      const code = String((data as { code: unknown }).code);
+      throw errorFrom(STREAM_ERROR_STATUS[code] ?? 500, data);
+    }
+    onLine(data as T);
+  };
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      pending += decoder.decode(value, { stream: true });
+      let cut: number;
+      while ((cut = pending.indexOf("\n")) >= 0) {
+        const line = pending.slice(0, cut);
+        pending = pending.slice(cut + 1);
+        handle(line);
+      }
+    }
+  } catch (error) {
+    if (error instanceof ApiError) throw error;
+    if (error instanceof DOMException && error.name === "AbortError") throw error;
+    throw new ApiError(0, "NETWORK", "The connection was lost before the answer was complete. Try again.");
+  }
+  handle(pending + decoder.decode());
+}
+
+// The HTTP status each gRPC code stands for (the supervisor's table), for errors that arrive
+// as the last line of a stream that had already answered 200.
+const STREAM_ERROR_STATUS: Record<string, number> = {
+  INVALID_ARGUMENT: 400,
+  UNAUTHENTICATED: 401,
+  PERMISSION_DENIED: 403,
+  NOT_FOUND: 404,
+  ALREADY_EXISTS: 409,
+  ABORTED: 409,
+  FAILED_PRECONDITION: 412,
+  RESOURCE_EXHAUSTED: 429,
+  UNAVAILABLE: 503,
+};

@@ -1,8 +1,10 @@
-// The person's workspace, shared by the pages that need it running (Home, Terminal): ensures it
-// exists (EnsureWorkspace), wakes it if it sleeps (WakeWorkspace), and polls it every second
-// (GetWorkspace) until it runs. Transient failures are retried while the page is open.
+// The person's workspace, shared by the pages that need it running (Home, Files, Terminal,
+// Previews): ensures it exists (EnsureWorkspace), wakes it if it sleeps (WakeWorkspace), and polls
+// it every second (GetWorkspace) until it runs. Transient failures are retried while the page is
+// open. Also: the path of the supervisor's routes through the edge, preview addresses, and a
+// look-up that finds the workspace without waking it (Schedules).
 import { useEffect, useState } from "preact/hooks";
-import { api, ApiError, messageOf, type Workspace, type WorkspaceResponse } from "./api";
+import { api, ApiError, messageOf, type Session, type Workspace, type WorkspaceResponse } from "./api";
 
 const POLL_MS = 1000;
 
@@ -131,4 +133,78 @@ export function useWorkspace(attempt: number): WorkspaceProgress {
   }, [attempt]);
 
   return { workspace, waking, error, stopped, setWaking };
+}
+
+/** The supervisor's own routes through the edge (docs/browser-edge.md): `/w/<id>/_tidepool/v1`. */
+export function supervisorBase(workspaceId: string): string {
+  return `/w/${encodeURIComponent(workspaceId)}/_tidepool/v1`;
+}
+
+/** The tool's own web UI through the edge (404 when the profile has none). */
+export function agentHref(workspaceId: string): string {
+  return `/w/${encodeURIComponent(workspaceId)}/`;
+}
+
+// The edge serves previews at <port>-<workspace suffix>.<proxy.preview_domain>. No endpoint
+// tells the page the configured domain (GET /auth/session does not carry it, and the proxy's
+// ListRoutes is not exposed to browsers), so the page assumes the platform's default,
+// "preview.localhost", on the platform's own scheme and port (the edge answers previews on its
+// own port in development).
+export const PREVIEW_DOMAIN = "preview.localhost";
+
+/** The preview address of a port of a workspace, e.g. http://8000-abc….preview.localhost:8080/. */
+export function previewUrl(workspaceId: string, port: number): string {
+  const suffix = workspaceId.replace(/^ws_/, "");
+  const { protocol, port: platformPort } = window.location;
+  return `${protocol}//${port}-${suffix}.${PREVIEW_DOMAIN}${platformPort ? `:${platformPort}` : ""}/`;
+}
+
+/** tidepool.provisioner.v1.ListWorkspacesResponse (the fields this app reads). */
+interface ListWorkspacesResponse {
+  workspaces?: Workspace[];
+}
+
+/** The person's own workspace without waking it (GET /auth/session, then ListWorkspaces for
+ * that owner: an administrator would otherwise see everyone's); undefined when there is none. */
+export async function findOwnWorkspace(signal: AbortSignal): Promise<Workspace | undefined> {
+  const session = await api<Session>("/auth/session", { signal });
+  const answer = await api<ListWorkspacesResponse>("/api/v1/provisioner/ListWorkspaces", {
+    body: { ownerUserId: session.userId, page: { pageSize: 10 } },
+    signal,
+  });
+  return (answer.workspaces ?? []).find(
+    (workspace) => workspace.workspaceId && workspace.ownerUserId === session.userId && workspace.state !== "WORKSPACE_STATE_DELETED",
+  );
+}
+
+/** Calls `tick` now and every `everyMs` while the page is shown (a hidden tab asks nothing, so
+ * that a forgotten tab does not keep the workspace awake); `key` changes restart it. */
+export function usePolling(tick: (signal: AbortSignal) => Promise<void>, everyMs: number, key: unknown[]): void {
+  useEffect(() => {
+    const controller = new AbortController();
+    const { signal } = controller;
+    let wake: () => void = () => {};
+    const onVisible = () => {
+      if (!document.hidden) wake();
+    };
+    document.addEventListener("visibilitychange", onVisible);
+    const loop = async () => {
+      while (!signal.aborted) {
+        if (document.hidden) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            signal.addEventListener("abort", () => resolve(), { once: true });
+          });
+          continue;
+        }
+        await tick(signal).catch(() => {});
+        await pause(everyMs, signal);
+      }
+    };
+    void loop();
+    return () => {
+      controller.abort();
+      document.removeEventListener("visibilitychange", onVisible);
+    };
+  }, key);
 }

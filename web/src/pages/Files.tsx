@@ -5,12 +5,16 @@
 // `/_tidepool/v1/upload?upload_id=&path=&offset=&total_size=` sent with XMLHttpRequest (for
 // the upload progress); downloads are plain links to `/_tidepool/v1/download?path=`.
 // The folder shown is kept in the URL (`/files?path=projects/app`), so reload and Back work.
+// Beside the list, a tree of the folders (role=tree: arrow keys move, Right/Left expand and
+// collapse, Enter opens) follows the folder shown and the changes made in the list. Move puts a
+// file or folder into another folder (MovePath); "Clone a repository" runs GitClone, whose answer
+// is a stream of ndjson progress lines (apiStream), shown as a progress bar and its steps.
 import type { TargetedEvent } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { api, ApiError, csrfToken, messageOf } from "../api";
+import { api, ApiError, apiStream, csrfToken, messageOf } from "../api";
 import { Link, navigate, useLocation } from "../router";
 import { ErrorMessage, Page } from "../ui";
-import { describe, useWorkspace } from "../workspace";
+import { describe, supervisorBase, useWorkspace } from "../workspace";
 
 type FileType = "FILE_TYPE_UNSPECIFIED" | "FILE_TYPE_REGULAR" | "FILE_TYPE_DIRECTORY" | "FILE_TYPE_SYMLINK" | "FILE_TYPE_OTHER";
 
@@ -188,6 +192,334 @@ function putChunk(url: string, body: Blob, onProgress: (loaded: number) => void)
   });
 }
 
+// ---- The folder tree
+
+/** A folder in the tree. */
+interface TreeFolder {
+  name: string;
+  path: string;
+}
+
+/** Each folder's subfolders once read ("" is the home folder); "loading" while being read. */
+type TreeChildren = Map<string, TreeFolder[] | "loading" | "failed">;
+
+function foldersOf(entries: FileInfo[], parent: string): TreeFolder[] {
+  return entries
+    .filter((entry) => entry.type === "FILE_TYPE_DIRECTORY")
+    .map((entry) => {
+      const name = entry.name ?? "";
+      return { name, path: entry.path ?? join(parent, name) };
+    });
+}
+
+/** "a/b/c" → ["", "a", "a/b"]: the folders above a path, the home folder first. */
+function ancestors(path: string): string[] {
+  const parts = path ? path.split("/") : [];
+  return parts.map((_, index) => parts.slice(0, index).join("/"));
+}
+
+/** The subfolders of `path` (ListFiles lists folders first, so reading stops at the first file). */
+async function readFolders(base: string, path: string, signal: AbortSignal): Promise<TreeFolder[]> {
+  const folders: TreeFolder[] = [];
+  let pageToken = "";
+  for (;;) {
+    const answer = await api<ListFilesResponse>(`${base}/ListFiles`, {
+      body: { path, page: { pageSize: 500, pageToken } },
+      signal,
+    });
+    // An answer cut off by the abort reads as empty: it must not count.
+    if (signal.aborted) throw new DOMException("aborted", "AbortError");
+    const entries = answer.entries ?? [];
+    folders.push(...foldersOf(entries, path));
+    pageToken = answer.page?.nextPageToken ?? "";
+    if (!pageToken || entries.some((entry) => entry.type !== "FILE_TYPE_DIRECTORY")) return folders;
+  }
+}
+
+interface FolderTreeState {
+  children: TreeChildren;
+  expanded: Set<string>;
+  setExpanded: (path: string, open: boolean) => void;
+}
+
+/** The tree's data: expands the folders above the one shown, takes the shown folder's subfolders
+ * from the list (`listed`), and reads every other expanded folder; `version` reads them again. */
+function useFolderTree(base: string, folder: string, listed: { folder: string; entries: FileInfo[] } | undefined, version: number): FolderTreeState {
+  const [children, setChildren] = useState<TreeChildren>(new Map());
+  const [expanded, setExpandedSet] = useState<Set<string>>(new Set([""]));
+  // The folders read for this version (a new version reads the expanded ones again).
+  const fetched = useRef<{ version: number; paths: Set<string> }>({ version, paths: new Set() });
+
+  useEffect(() => {
+    setExpandedSet((previous) => {
+      const next = new Set(previous);
+      for (const path of [...ancestors(folder), folder]) next.add(path);
+      return next;
+    });
+  }, [folder]);
+
+  useEffect(() => {
+    if (!listed) return;
+    setChildren((previous) => new Map(previous).set(listed.folder, foldersOf(listed.entries, listed.folder)));
+  }, [listed]);
+
+  useEffect(() => {
+    if (!base) return undefined;
+    if (fetched.current.version !== version) fetched.current = { version, paths: new Set() };
+    const controller = new AbortController();
+    for (const path of expanded) {
+      // The shown folder comes from the list; the others are read once per version.
+      if (path === listed?.folder || fetched.current.paths.has(path)) continue;
+      fetched.current.paths.add(path);
+      if (!children.has(path)) setChildren((previous) => new Map(previous).set(path, "loading"));
+      readFolders(base, path, controller.signal)
+        .then((folders) => setChildren((previous) => new Map(previous).set(path, folders)))
+        .catch(() => {
+          if (controller.signal.aborted) {
+            fetched.current.paths.delete(path);
+            return;
+          }
+          setChildren((previous) => new Map(previous).set(path, "failed"));
+        });
+    }
+    return () => controller.abort();
+  }, [base, expanded, version, listed?.folder]);
+
+  const setExpanded = (path: string, open: boolean) =>
+    setExpandedSet((previous) => {
+      const next = new Set(previous);
+      if (open) next.add(path);
+      else next.delete(path);
+      return next;
+    });
+  return { children, expanded, setExpanded };
+}
+
+/** One visible row of the tree, in the order shown. */
+interface TreeRow {
+  path: string;
+  name: string;
+  level: number;
+  parent: string | undefined;
+  /** undefined: not read yet (may have subfolders); false: no subfolders. */
+  hasChildren: boolean | undefined;
+}
+
+function visibleRows({ children, expanded }: FolderTreeState): TreeRow[] {
+  const rows: TreeRow[] = [];
+  const visit = (folder: TreeFolder, level: number, parent: string | undefined) => {
+    const known = children.get(folder.path);
+    const hasChildren = Array.isArray(known) ? known.length > 0 : undefined;
+    rows.push({ path: folder.path, name: folder.name, level, parent, hasChildren });
+    if (expanded.has(folder.path) && Array.isArray(known)) {
+      for (const child of known) visit(child, level + 1, folder.path);
+    }
+  };
+  visit({ path: "", name: "Home" }, 1, undefined);
+  return rows;
+}
+
+/** The folder tree (the WAI-ARIA tree pattern): one tab stop; Up and Down move, Right expands or
+ * goes to the first subfolder, Left collapses or goes to the parent, Home and End, Enter or Space
+ * opens the folder in the list. A click on a name opens it, on the arrow expands it. */
+function FolderTree({ tree, folder, onOpen }: { tree: FolderTreeState; folder: string; onOpen: (path: string) => void }) {
+  const { children, expanded, setExpanded } = tree;
+  const [focused, setFocused] = useState(folder);
+  const focusNext = useRef(false);
+  const root = useRef<HTMLUListElement>(null);
+  const rows = visibleRows(tree);
+  // The tab stop stays on a visible row: the shown folder when the focused one was collapsed away.
+  const tabStop = rows.some((row) => row.path === focused) ? focused : rows.some((row) => row.path === folder) ? folder : "";
+
+  useEffect(() => {
+    setFocused(folder);
+  }, [folder]);
+
+  useEffect(() => {
+    if (!focusNext.current) return;
+    focusNext.current = false;
+    root.current?.querySelector<HTMLElement>(`[data-path="${CSS.escape(tabStop)}"]`)?.focus();
+  });
+
+  const moveTo = (path: string) => {
+    focusNext.current = true;
+    setFocused(path);
+  };
+
+  const onKeyDown = (event: KeyboardEvent) => {
+    const index = rows.findIndex((row) => row.path === tabStop);
+    const row = rows[index];
+    if (!row) return;
+    const open = expanded.has(row.path);
+    switch (event.key) {
+      case "ArrowDown":
+        if (index + 1 < rows.length) moveTo(rows[index + 1].path);
+        break;
+      case "ArrowUp":
+        if (index > 0) moveTo(rows[index - 1].path);
+        break;
+      case "Home":
+        moveTo(rows[0].path);
+        break;
+      case "End":
+        moveTo(rows[rows.length - 1].path);
+        break;
+      case "ArrowRight":
+        if (row.hasChildren === false) break;
+        if (!open) setExpanded(row.path, true);
+        else if (rows[index + 1]?.parent === row.path) moveTo(rows[index + 1].path);
+        break;
+      case "ArrowLeft":
+        if (open && row.hasChildren !== false && row.path !== "") setExpanded(row.path, false);
+        else if (row.parent !== undefined) moveTo(row.parent);
+        break;
+      case "Enter":
+      case " ":
+        onOpen(row.path);
+        break;
+      default:
+        return;
+    }
+    event.preventDefault();
+  };
+
+  // Rows nest as the tree does: each item holds its group of subfolders.
+  const render = (parentPath: string | undefined, level: number) => {
+    const siblings = rows.filter((row) => row.parent === parentPath && row.level === level);
+    return siblings.map((row, position) => {
+      const open = expanded.has(row.path);
+      const expandable = row.hasChildren !== false;
+      const state = children.get(row.path);
+      return (
+        <li
+          key={row.path}
+          role="treeitem"
+          aria-level={level}
+          aria-setsize={siblings.length}
+          aria-posinset={position + 1}
+          aria-expanded={expandable ? open : undefined}
+          aria-selected={row.path === folder}
+          aria-label={row.name}
+          aria-busy={open && state === "loading" ? true : undefined}
+          tabIndex={row.path === tabStop ? 0 : -1}
+          data-path={row.path}
+          data-testid="tree-item"
+          onFocus={(event) => {
+            if (event.target === event.currentTarget) setFocused(row.path);
+          }}
+        >
+          <div class="tree__row" style={{ paddingLeft: `${(level - 1) * 1}rem` }} onClick={() => onOpen(row.path)}>
+            <span
+              class="tree__twisty"
+              aria-hidden="true"
+              onClick={(event) => {
+                event.stopPropagation();
+                if (expandable) setExpanded(row.path, !open);
+              }}
+            >
+              {expandable ? (open ? "▾" : "▸") : ""}
+            </span>
+            <span class="tree__name">{row.name}</span>
+          </div>
+          {open && expandable && (
+            <ul role="group">
+              {state === "failed" ? (
+                <li role="none" class="tree__note muted" style={{ paddingLeft: `${level + 1}rem` }}>
+                  Could not be read.
+                </li>
+              ) : (
+                render(row.path, level + 1)
+              )}
+            </ul>
+          )}
+        </li>
+      );
+    });
+  };
+
+  return (
+    <ul ref={root} class="tree" role="tree" aria-label="Folders" data-testid="folder-tree" onKeyDown={onKeyDown}>
+      {render(undefined, 1)}
+    </ul>
+  );
+}
+
+// ---- Git clone
+
+type ClonePhase =
+  | "GIT_CLONE_PHASE_UNSPECIFIED"
+  | "GIT_CLONE_PHASE_CONNECTING"
+  | "GIT_CLONE_PHASE_COUNTING_OBJECTS"
+  | "GIT_CLONE_PHASE_COMPRESSING_OBJECTS"
+  | "GIT_CLONE_PHASE_RECEIVING_OBJECTS"
+  | "GIT_CLONE_PHASE_RESOLVING_DELTAS"
+  | "GIT_CLONE_PHASE_CHECKING_OUT"
+  | "GIT_CLONE_PHASE_DONE";
+
+/** tidepool.supervisor.v1.GitCloneResponse */
+interface GitCloneResponse {
+  phase?: ClonePhase;
+  percent?: number;
+  message?: string;
+  receivedBytes?: string;
+  destination?: FileInfo;
+}
+
+/** Each phase in words, and the share of the whole clone it ends at (for one progress bar). */
+const CLONE_PHASES: Record<ClonePhase, { words: string; from: number; to: number }> = {
+  GIT_CLONE_PHASE_UNSPECIFIED: { words: "Starting", from: 0, to: 0 },
+  GIT_CLONE_PHASE_CONNECTING: { words: "Connecting", from: 0, to: 5 },
+  GIT_CLONE_PHASE_COUNTING_OBJECTS: { words: "Counting objects", from: 5, to: 10 },
+  GIT_CLONE_PHASE_COMPRESSING_OBJECTS: { words: "Compressing objects", from: 10, to: 20 },
+  GIT_CLONE_PHASE_RECEIVING_OBJECTS: { words: "Receiving objects", from: 20, to: 80 },
+  GIT_CLONE_PHASE_RESOLVING_DELTAS: { words: "Resolving deltas", from: 80, to: 95 },
+  GIT_CLONE_PHASE_CHECKING_OUT: { words: "Checking out files", from: 95, to: 100 },
+  GIT_CLONE_PHASE_DONE: { words: "Done", from: 100, to: 100 },
+};
+
+interface CloneProgress {
+  state: "running" | "done" | "failed";
+  phase: ClonePhase;
+  /** Of the current phase, 0..100. */
+  percent: number;
+  /** Of the whole clone, 0..100. */
+  overall: number;
+  /** The phases seen, in order. */
+  steps: ClonePhase[];
+  destination: string;
+  error?: string;
+}
+
+/** "https://github.com/org/app.git" or "src/app/" → "app" (what git itself would name it). */
+function repositoryName(url: string): string {
+  const last = url.replace(/[/\\]+$/, "").split(/[/:]/).pop() ?? "";
+  return last.replace(/\.git$/i, "") || "repository";
+}
+
+/** A clone's error in plain words. */
+function cloneError(error: unknown): string {
+  if (error instanceof ApiError) {
+    const detail = /^The request failed \(HTTP \d+\)\.$/.test(error.message) ? "" : ` (${error.message.replace(/\.$/, "")})`;
+    switch (error.code) {
+      case "INVALID_ARGUMENT":
+        return `That repository address cannot be used${detail}. Use an https:// address without a password in it, or the path of a repository in your files.`;
+      case "ALREADY_EXISTS":
+        return "The folder to clone into already exists and is not empty. Choose another folder name.";
+      case "NOT_FOUND":
+        return "The repository (or that branch) does not exist, or it is private.";
+      case "PERMISSION_DENIED":
+        return `The repository refused access, or its site is not one your workspace may reach${detail}.`;
+      case "UNAVAILABLE":
+        return `The repository could not be reached from your workspace${detail}. Try again later.`;
+      case "RESOURCE_EXHAUSTED":
+        return "The repository does not fit in your workspace's storage.";
+      default:
+        return `The clone failed${detail}.`;
+    }
+  }
+  return messageOf(error);
+}
+
 export function FilesPage() {
   const location = useLocation();
   const [attempt, setAttempt] = useState(0);
@@ -205,13 +537,20 @@ export function FilesPage() {
   const [deleting, setDeleting] = useState<FileInfo | null>(null);
   const [uploads, setUploads] = useState<UploadRow[]>([]);
   const [dragging, setDragging] = useState(false);
+  // The entries of the folder they were read for (the tree takes its subfolders from there).
+  const [listed, setListed] = useState<{ folder: string; entries: FileInfo[] } | undefined>(undefined);
+  const [moving, setMoving] = useState<{ path: string; name: string; to: string } | null>(null);
+  const [cloneForm, setCloneForm] = useState<{ url: string; to: string } | null>(null);
+  const [clone, setClone] = useState<CloneProgress | null>(null);
+  const moveInput = useRef<HTMLInputElement>(null);
+  const cloneInput = useRef<HTMLInputElement>(null);
   const fileInput = useRef<HTMLInputElement>(null);
   const folderInput = useRef<HTMLInputElement>(null);
   const newFolderInput = useRef<HTMLInputElement>(null);
   const renameInput = useRef<HTMLInputElement>(null);
   const confirmText = useRef<HTMLParagraphElement>(null);
 
-  const base = workspaceId ? `/w/${encodeURIComponent(workspaceId)}/_tidepool/v1` : "";
+  const base = workspaceId ? supervisorBase(workspaceId) : "";
   const call = <T,>(method: string, body: object) => api<T>(`${base}/${method}`, { body });
 
   // The folder's entries, all pages of them.
@@ -234,7 +573,10 @@ export function FilesPage() {
     };
     load()
       .then((all) => {
+        // An answer cut off by the abort reads as empty (api.ts): only a current one counts.
+        if (controller.signal.aborted) return;
         setEntries(all);
+        setListed({ folder, entries: all });
         setError("");
       })
       .catch((failure: unknown) => {
@@ -257,7 +599,14 @@ export function FilesPage() {
   useEffect(() => {
     if (deleting) confirmText.current?.focus();
   }, [deleting?.path]);
+  useEffect(() => {
+    if (moving) moveInput.current?.focus();
+  }, [moving?.path]);
+  useEffect(() => {
+    if (cloneForm) cloneInput.current?.focus();
+  }, [cloneForm !== null]);
 
+  const tree = useFolderTree(base, folder, listed, refresh);
   const reload = () => setRefresh((n) => n + 1);
 
   const run = async (action: () => Promise<string | void>) => {
@@ -309,6 +658,87 @@ export function FilesPage() {
       await call("DeletePath", { path: target.path, recursive: target.type === "FILE_TYPE_DIRECTORY" });
       return `"${target.name}" deleted.`;
     })) setDeleting(null);
+  };
+
+  const move = async (event: TargetedEvent<HTMLFormElement>) => {
+    event.preventDefault();
+    if (!moving) return;
+    const raw = moving.to.trim();
+    if (raw.split("/").some((part) => part === "..")) {
+      setError('Enter a folder path from your home folder, without "..".');
+      return;
+    }
+    const target = clean(raw);
+    const source = moving.path;
+    if (target === folder) {
+      setError(`"${moving.name}" is already in that folder. Enter another folder.`);
+      return;
+    }
+    if (target === source || target.startsWith(`${source}/`)) {
+      setError(`A folder cannot be moved into itself. Enter a folder outside "${moving.name}".`);
+      return;
+    }
+    const where = target ? `"${target}"` : "your home folder";
+    setError("");
+    setNotice("");
+    try {
+      await call("MovePath", { sourcePath: source, destinationPath: join(target, moving.name) });
+      setMoving(null);
+      setNotice(`Moved "${moving.name}" to ${where}.`);
+      reload();
+    } catch (failure) {
+      if (failure instanceof ApiError && (failure.status === 404 || failure.code === "NOT_FOUND")) {
+        setError(`There is no folder ${where}. Check the name, or create the folder first.`);
+      } else if (failure instanceof ApiError && (failure.status === 409 || failure.code === "ALREADY_EXISTS")) {
+        setError(`Something called "${moving.name}" is already in ${where}. Rename one of them first.`);
+      } else {
+        setError(plain(failure));
+      }
+    }
+  };
+
+  const startClone = async (event: TargetedEvent<HTMLFormElement>) => {
+    event.preventDefault();
+    if (!cloneForm || !base) return;
+    const url = cloneForm.url.trim();
+    if (!url) {
+      setError("Enter the address of the repository to clone.");
+      return;
+    }
+    if (cloneForm.to.split("/").some((part) => part === "..")) {
+      setError('Enter a folder path from your home folder, without "..".');
+      return;
+    }
+    const destination = clean(cloneForm.to) || join(folder, repositoryName(url));
+    setError("");
+    setNotice("");
+    const progress: CloneProgress = { state: "running", phase: "GIT_CLONE_PHASE_UNSPECIFIED", percent: 0, overall: 0, steps: [], destination };
+    setClone(progress);
+    let current = progress;
+    try {
+      await apiStream<GitCloneResponse>(`${base}/GitClone`, { repositoryUrl: url, destinationPath: destination }, (line) => {
+        const phase = line.phase ?? "GIT_CLONE_PHASE_UNSPECIFIED";
+        const percent = Math.max(0, Math.min(100, line.percent ?? 0));
+        const { from, to } = CLONE_PHASES[phase] ?? CLONE_PHASES.GIT_CLONE_PHASE_UNSPECIFIED;
+        current = {
+          ...current,
+          phase,
+          percent,
+          overall: Math.max(current.overall, Math.round(from + ((to - from) * percent) / 100)),
+          steps: current.steps.includes(phase) ? current.steps : [...current.steps, phase],
+          destination: line.destination?.path || current.destination,
+        };
+        setClone(current);
+      });
+      if (current.phase !== "GIT_CLONE_PHASE_DONE") throw new ApiError(0, "UNKNOWN", "The clone stopped before it was complete");
+      current = { ...current, state: "done", overall: 100, percent: 100 };
+      setClone(current);
+      setCloneForm(null);
+      setNotice(`Cloned ${url} into "${current.destination}".`);
+    } catch (failure) {
+      setClone({ ...current, state: "failed", error: cloneError(failure) });
+    }
+    reload();
   };
 
   const extract = (entry: FileInfo) =>
@@ -391,7 +821,7 @@ export function FilesPage() {
       if (entriesDropped.length > 0 && entriesDropped.every((entry) => entry !== null)) {
         for (const entry of entriesDropped) await walkEntry(entry as FileSystemEntry, "", pending);
       } else {
-        for (const file of Array.from(transfer.files)) pending.push({ relative: file.name, file });
+        for (const file of Array.from(transfer.files)) pending.push({ relative: clean(file.webkitRelativePath || file.name), file });
       }
     } catch {
       setError("The dropped files could not be read. Try the Upload buttons instead.");
@@ -425,7 +855,14 @@ export function FilesPage() {
       </p>
 
       {workspaceId && (
-        <>
+        <div class="files-layout">
+          <section class="files-tree-panel" aria-labelledby="folders-heading">
+            <h2 id="folders-heading" class="files-tree-panel__title">
+              Folders
+            </h2>
+            <FolderTree tree={tree} folder={folder} onOpen={(path) => openFolder(path)} />
+          </section>
+          <div class="files-main">
           <nav aria-label="Folder path" class="breadcrumb" data-testid="breadcrumb">
             <ol>
               <li>
@@ -455,6 +892,14 @@ export function FilesPage() {
             </button>
             <button type="button" class="button" onClick={() => folderInput.current?.click()}>
               Upload folder
+            </button>
+            <button
+              type="button"
+              class="button"
+              aria-expanded={cloneForm !== null}
+              onClick={() => setCloneForm(cloneForm === null ? { url: "", to: "" } : null)}
+            >
+              Clone a repository
             </button>
             <input
               ref={fileInput}
@@ -501,6 +946,90 @@ export function FilesPage() {
                 </button>
               </div>
             </form>
+          )}
+
+          {cloneForm !== null && (
+            <form class="inline-form clone-form" onSubmit={startClone} aria-labelledby="clone-heading">
+              <h2 id="clone-heading" class="inline-form__title">
+                Clone a git repository
+              </h2>
+              <label for="clone-url">Repository</label>
+              <p class="hint" id="clone-url-hint">
+                An https:// address (for example https://github.com/owner/project), or the path of a repository in your
+                files (for example src/project).
+              </p>
+              <input
+                ref={cloneInput}
+                id="clone-url"
+                type="text"
+                inputMode="url"
+                autocomplete="off"
+                spellcheck={false}
+                aria-describedby="clone-url-hint"
+                value={cloneForm.url}
+                onInput={(event) => setCloneForm({ ...cloneForm, url: event.currentTarget.value })}
+                onKeyDown={(event) => {
+                  if (event.key === "Escape") setCloneForm(null);
+                }}
+              />
+              <label for="clone-to">Into folder (optional)</label>
+              <p class="hint" id="clone-to-hint">
+                A new folder, from your home folder. Left empty: "{join(folder, repositoryName(cloneForm.url.trim() || "repository"))}".
+              </p>
+              <input
+                id="clone-to"
+                type="text"
+                autocomplete="off"
+                spellcheck={false}
+                aria-describedby="clone-to-hint"
+                value={cloneForm.to}
+                onInput={(event) => setCloneForm({ ...cloneForm, to: event.currentTarget.value })}
+                onKeyDown={(event) => {
+                  if (event.key === "Escape") setCloneForm(null);
+                }}
+              />
+              <div class="inline-form__row">
+                <button type="submit" class="button button--primary" disabled={clone?.state === "running"}>
+                  Clone
+                </button>
+                <button type="button" class="button" onClick={() => setCloneForm(null)}>
+                  Cancel
+                </button>
+              </div>
+            </form>
+          )}
+
+          {clone && (
+            <section class="clone-progress" aria-labelledby="clone-progress-heading" data-testid="clone-progress" data-state={clone.state}>
+              <h2 id="clone-progress-heading">
+                {clone.state === "running" ? "Cloning" : clone.state === "done" ? "Cloned" : "Clone failed"}: {clone.destination}
+              </h2>
+              <label for="clone-bar">
+                {clone.state === "failed"
+                  ? "Stopped"
+                  : `${CLONE_PHASES[clone.phase]?.words ?? "Working"}${clone.state === "running" && clone.percent ? `: ${clone.percent}%` : ""}`}
+              </label>
+              <progress id="clone-bar" max={100} value={clone.overall} data-testid="clone-bar" />
+              <ol class="clone-steps" aria-label="Steps">
+                {clone.steps
+                  .filter((step) => step !== "GIT_CLONE_PHASE_UNSPECIFIED")
+                  .map((step) => (
+                    <li key={step} data-phase={step}>
+                      {CLONE_PHASES[step]?.words ?? step}
+                    </li>
+                  ))}
+              </ol>
+              {clone.state === "failed" && clone.error && (
+                <p class="error" role="alert">
+                  {clone.error}
+                </p>
+              )}
+              {clone.state !== "running" && (
+                <button type="button" class="button button--small" onClick={() => setClone(null)}>
+                  Dismiss
+                </button>
+              )}
+            </section>
           )}
 
           {uploads.length > 0 && (
@@ -590,6 +1119,7 @@ export function FilesPage() {
                               aria-label={`Rename ${name}`}
                               onClick={() => {
                                 setDeleting(null);
+                                setMoving(null);
                                 setRenaming({ path, name });
                               }}
                             >
@@ -599,10 +1129,26 @@ export function FilesPage() {
                           {!entry.stamped && (
                             <button
                               type="button"
+                              class="button button--small"
+                              aria-label={`Move ${name}`}
+                              aria-expanded={moving?.path === path}
+                              onClick={() => {
+                                setDeleting(null);
+                                setRenaming(null);
+                                setMoving(moving?.path === path ? null : { path, name, to: folder });
+                              }}
+                            >
+                              Move
+                            </button>
+                          )}
+                          {!entry.stamped && (
+                            <button
+                              type="button"
                               class="button button--small button--danger"
                               aria-label={`Delete ${name}`}
                               onClick={() => {
                                 setRenaming(null);
+                                setMoving(null);
                                 setDeleting(entry);
                               }}
                             >
@@ -632,6 +1178,43 @@ export function FilesPage() {
                               </div>
                             </form>
                           )}
+                          {moving?.path === path && (
+                            <form class="inline-form" onSubmit={move}>
+                              <label for="move-to">Move {name} to folder</label>
+                              <p class="hint" id="move-to-hint">
+                                A folder path from your home folder, such as projects/app; empty for your home folder.
+                              </p>
+                              <div class="inline-form__row">
+                                <input
+                                  ref={moveInput}
+                                  id="move-to"
+                                  type="text"
+                                  list="known-folders"
+                                  autocomplete="off"
+                                  spellcheck={false}
+                                  aria-describedby="move-to-hint"
+                                  value={moving.to}
+                                  onInput={(event) => setMoving({ ...moving, to: event.currentTarget.value })}
+                                  onKeyDown={(event) => {
+                                    if (event.key === "Escape") setMoving(null);
+                                  }}
+                                />
+                                <button type="submit" class="button button--primary">
+                                  Move here
+                                </button>
+                                <button type="button" class="button" onClick={() => setMoving(null)}>
+                                  Cancel
+                                </button>
+                              </div>
+                              <datalist id="known-folders">
+                                {knownFolders(tree.children)
+                                  .filter((candidate) => candidate !== path && !candidate.startsWith(`${path}/`))
+                                  .map((candidate) => (
+                                    <option key={candidate} value={candidate} />
+                                  ))}
+                              </datalist>
+                            </form>
+                          )}
                           {deleting?.path === path && (
                             <div class="confirm" role="group" aria-label={`Confirm deleting ${name}`}>
                               <p ref={confirmText} tabIndex={-1}>
@@ -656,10 +1239,20 @@ export function FilesPage() {
               </table>
             )}
           </div>
-        </>
+          </div>
+        </div>
       )}
     </Page>
   );
+}
+
+/** Every folder the tree has read, by path (for the move form's suggestions). */
+function knownFolders(children: TreeChildren): string[] {
+  const paths = new Set<string>();
+  for (const folders of children.values()) {
+    if (Array.isArray(folders)) for (const folder of folders) paths.add(folder.path);
+  }
+  return Array.from(paths).sort();
 }
 
 // So that the path of the URL and the page agree after a programmatic navigation.

@@ -1,11 +1,21 @@
 // "/" with a session: makes sure the person's workspace exists and runs (useWorkspace:
 // EnsureWorkspace, then WakeWorkspace if it sleeps, then GetWorkspace every second until it
-// runs), and links to it.
+// runs), links to the agent's own web UI (`/w/<id>/`, a full navigation) and to every page of
+// the workspace: Files, Terminal, Keys, Previews and Schedules.
 import { useEffect, useState } from "preact/hooks";
 import { api, messageOf, type GetUserResponse, type Session, type WorkspaceResponse } from "../api";
 import { Link, navigate } from "../router";
 import { ErrorMessage, Page } from "../ui";
-import { describe, useWorkspace } from "../workspace";
+import { agentHref, describe, useWorkspace } from "../workspace";
+
+/** The workspace's pages, each with what it is for. */
+const PLACES = [
+  { href: "/files", label: "Files", text: "Upload, download and organise your files; clone a git repository." },
+  { href: "/terminal", label: "Terminal", text: "A shell in your workspace, with Python, Node.js and git." },
+  { href: "/keys", label: "Keys", text: "Add your own API keys for models, web search, chat apps and GitHub." },
+  { href: "/previews", label: "Previews", text: "Open the web servers running in your workspace." },
+  { href: "/schedules", label: "Schedules", text: "The agent's scheduled jobs and how their runs went." },
+];
 
 export function HomePage({ session }: { session: Session }) {
   const [attempt, setAttempt] = useState(0);
@@ -29,7 +39,11 @@ export function HomePage({ session }: { session: Session }) {
 
   const { label, busy } = describe(workspace, waking, stopped);
   const raw = workspace ? (workspace.state ?? "WORKSPACE_STATE_UNSPECIFIED") : "";
-  const running = workspace?.state === "WORKSPACE_STATE_RUNNING";
+  // The agent's address works while the workspace runs, starts or sleeps (the edge wakes it).
+  const reachable =
+    workspace?.state === "WORKSPACE_STATE_RUNNING" ||
+    workspace?.state === "WORKSPACE_STATE_SLEEPING" ||
+    workspace?.state === "WORKSPACE_STATE_PROVISIONING";
 
   return (
     <Page testId="home-page" title="Your workspace" wide>
@@ -64,11 +78,12 @@ export function HomePage({ session }: { session: Session }) {
             Try again
           </button>
         )}
-        {running && workspace?.workspaceId && (
+        {workspace?.workspaceId && reachable && (
           <ul class="links">
             <li>
-              {/* A full navigation: the edge serves the agent's own web UI there. */}
-              <a class="button button--primary" href={`/w/${encodeURIComponent(workspace.workspaceId)}/`}>
+              {/* A full navigation: the edge serves the agent's own web UI there (and wakes a
+                  sleeping workspace first); a profile without one answers "not found". */}
+              <a class="button button--primary" href={agentHref(workspace.workspaceId)} data-testid="open-agent">
                 Open the agent
               </a>
             </li>
@@ -76,13 +91,19 @@ export function HomePage({ session }: { session: Session }) {
         )}
       </section>
 
-      <section class="card" aria-labelledby="keys-heading">
-        <h2 id="keys-heading">Your keys</h2>
-        <p>Add your own API keys for more models, web search, chat apps and GitHub. A saved key is never shown again.</p>
-        <Link class="button" href="/keys">
-          Manage your keys
-        </Link>
-      </section>
+      <nav class="card" aria-labelledby="places-heading">
+        <h2 id="places-heading">In your workspace</h2>
+        <ul class="places">
+          {PLACES.map(({ href, label: name, text }) => (
+            <li key={href}>
+              <Link class="place" href={href}>
+                <span class="place__name">{name}</span>
+                <span class="place__text">{text}</span>
+              </Link>
+            </li>
+          ))}
+        </ul>
+      </nav>
     </Page>
   );
 }
