@@ -877,7 +877,11 @@ class EdgeServer::Impl {
                                    identity->admin ? "admin" : "user", "\",\"expireTime\":\"",
                                    absl::FormatTime(absl::RFC3339_sec, identity->expires_at,
                                                     absl::UTCTimeZone()),
-                                   "\"}"));
+                                   "\"",
+                                   preview_domain_.empty()
+                                       ? ""
+                                       : absl::StrCat(",\"previewDomain\":\"", preview_domain_, "\""),
+                                   "}"));
     }
     if ((path == "/auth/password" || path == "/auth/setup") && method == http::verb::post) {
       return HandlePasswordSignIn(ex, path == "/auth/setup");

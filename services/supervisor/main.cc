@@ -116,8 +116,9 @@ struct Config {
   std::string timezone;
   // The tool's web UI port inside the sandbox (0: none); other paths are forwarded there.
   int tool_http_port = 0;
-  // The egress relay's loopback port (0: none); never a preview.
-  int egress_relay_port = 0;
+  // The supervisor's own listening ports (the egress relay and its forwards): not listed by
+  // ListPorts, never a preview.
+  std::set<int> own_ports;
 };
 
 http::response<http::string_body> JsonReply(unsigned version, http::status status,
@@ -274,7 +275,7 @@ std::map<std::string, Route> Routes(const Config& config, ToolRunner& tool, File
   routes["ListPorts"] = {{"proxy"}, [&](unsigned version, const std::string&) {
     std::set<int> tool_pids;
     if (const int pid = tool.Status().pid(); pid > 0) tool_pids.insert(pid);
-    absl::StatusOr<v1::ListPortsResponse> ports = ListListeningPorts(tool_pids, {});
+    absl::StatusOr<v1::ListPortsResponse> ports = ListListeningPorts(tool_pids, config.own_ports);
     if (!ports.ok()) {
       return Error(version, HttpStatusFor(ports.status().code()),
                    absl::StatusCodeToString(ports.status().code()), ports.status().message());
@@ -623,12 +624,12 @@ int PreviewPort(const Config& config, ToolRunner& tool, boost::beast::string_vie
   if (value.empty() || value.size() > 5 ||
       !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
       !absl::SimpleAtoi(absl::string_view(value.data(), value.size()), &port) || port < 1024 ||
-      port > 65535 || port == config.tool_http_port || port == config.egress_relay_port) {
+      port > 65535 || port == config.tool_http_port || config.own_ports.count(port) > 0) {
     return 0;
   }
   std::set<int> tool_pids;
   if (const int pid = tool.Status().pid(); pid > 0) tool_pids.insert(pid);
-  absl::StatusOr<v1::ListPortsResponse> ports = ListListeningPorts(tool_pids, {});
+  absl::StatusOr<v1::ListPortsResponse> ports = ListListeningPorts(tool_pids, config.own_ports);
   if (!ports.ok()) return 0;
   for (const v1::ListeningPort& listening : ports->ports()) {
     if (listening.port() == port) return listening.tool() ? 0 : port;
@@ -747,7 +748,7 @@ int Main(int argc, char** argv) {
         return 2;
       }
       egress_options.upstream_socket = value.substr(colon + 1);
-      config.egress_relay_port = egress_options.listen_port;
+      config.own_ports.insert(egress_options.listen_port);
     } else if (arg == "--egress-forward" && i + 1 < argc) {
       // PORT:HOST:PORT, e.g. 11434:127.0.0.1:11434 (needs --egress-relay for the socket)
       const std::string value = argv[++i];
@@ -759,6 +760,7 @@ int Main(int argc, char** argv) {
         return 2;
       }
       forwards.emplace_back(port, value.substr(colon + 1));
+      config.own_ports.insert(port);
     } else if (arg == "--tool-http" && i + 1 < argc) {
       if (!absl::SimpleAtoi(argv[++i], &config.tool_http_port) || config.tool_http_port < 1 ||
           config.tool_http_port > 65535) {

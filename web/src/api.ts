@@ -93,7 +93,13 @@ export async function api<T>(path: string, options: ApiOptions = {}): Promise<T>
     throw new ApiError(0, "NETWORK", "Tidepool could not be reached. Check your connection and try again.");
   }
 
-  const text = await response.text().catch(() => "");
+  let text = "";
+  try {
+    text = await response.text();
+  } catch (error) {
+    // An aborted call is not an empty answer.
+    if (options.signal?.aborted) throw error;
+  }
   let data: unknown = undefined;
   try {
     data = text ? JSON.parse(text) : {};
@@ -145,6 +151,8 @@ export interface Session {
   sessionId: string;
   role: "admin" | "user";
   expireTime: string;
+  /** proxy.preview_domain; absent when previews are off. */
+  previewDomain?: string;
 }
 
 /** tidepool.auth.v1.Provider */

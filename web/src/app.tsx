@@ -130,7 +130,9 @@ function route({ path, key }: Location, session: SessionState, retry: () => void
       if (path === "/keys") return <KeysPage key={session.session.sessionId} />;
       if (path === "/files") return <FilesPage key={session.session.sessionId} />;
       if (path === "/terminal") return <TerminalPage key={session.session.sessionId} />;
-      if (path === "/previews") return <PreviewsPage key={session.session.sessionId} />;
+      if (path === "/previews") {
+        return <PreviewsPage key={session.session.sessionId} previewDomain={session.session.previewDomain ?? ""} />;
+      }
       if (path === "/schedules") return <SchedulesPage key={session.session.sessionId} />;
       if (path === "/admin" || path.startsWith("/admin/")) {
         // A person who is not an administrator sees the same page as for an unknown address.

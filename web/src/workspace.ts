@@ -145,18 +145,14 @@ export function agentHref(workspaceId: string): string {
   return `/w/${encodeURIComponent(workspaceId)}/`;
 }
 
-// The edge serves previews at <port>-<workspace suffix>.<proxy.preview_domain>. No endpoint
-// tells the page the configured domain (GET /auth/session does not carry it, and the proxy's
-// ListRoutes is not exposed to browsers), so the page assumes the platform's default,
-// "preview.localhost", on the platform's own scheme and port (the edge answers previews on its
-// own port in development).
-export const PREVIEW_DOMAIN = "preview.localhost";
+// The edge serves previews at <port>-<workspace suffix>.<proxy.preview_domain>, on the
+// platform's own scheme and port; GET /auth/session names the domain (previewDomain).
 
 /** The preview address of a port of a workspace, e.g. http://8000-abc….preview.localhost:8080/. */
-export function previewUrl(workspaceId: string, port: number): string {
+export function previewUrl(workspaceId: string, port: number, previewDomain: string): string {
   const suffix = workspaceId.replace(/^ws_/, "");
   const { protocol, port: platformPort } = window.location;
-  return `${protocol}//${port}-${suffix}.${PREVIEW_DOMAIN}${platformPort ? `:${platformPort}` : ""}/`;
+  return `${protocol}//${port}-${suffix}.${previewDomain}${platformPort ? `:${platformPort}` : ""}/`;
 }
 
 /** tidepool.provisioner.v1.ListWorkspacesResponse (the fields this app reads). */

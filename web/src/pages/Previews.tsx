@@ -28,13 +28,8 @@ const REFRESH_MS = 3000;
 /** The edge forwards previews only to ports from 1024 up (docs/browser-edge.md). */
 const FIRST_PREVIEW_PORT = 1024;
 
-/** A port of the supervisor itself (its egress relay, 3128): never a preview (the edge refuses it).
- * ListPorts should leave these out (supervisor_service.proto) but lists the relay today. */
-function supervisorOwn(port: ListeningPort): boolean {
-  return port.processName === "tidepool-superv" || (port.command ?? "").startsWith("/opt/tidepool/bin/tidepool-supervisor ");
-}
 
-export function PreviewsPage() {
+export function PreviewsPage({ previewDomain }: { previewDomain: string }) {
   const [attempt, setAttempt] = useState(0);
   const { workspace, waking, error: progressError, stopped } = useWorkspace(attempt);
   const workspaceId = workspace?.state === "WORKSPACE_STATE_RUNNING" ? workspace.workspaceId : undefined;
@@ -51,7 +46,7 @@ export function PreviewsPage() {
       try {
         const answer = await api<ListPortsResponse>(`${supervisorBase(workspaceId)}/ListPorts`, { body: {}, signal });
         if (signal.aborted) return;
-        const listed = (answer.ports ?? []).filter((p) => typeof p.port === "number" && p.port > 0 && !supervisorOwn(p));
+        const listed = (answer.ports ?? []).filter((p) => typeof p.port === "number" && p.port > 0);
         // One row per port: a server listening on IPv4 and IPv6 is one preview.
         const seen = new Set<number>();
         setPorts(listed.filter((p) => (seen.has(p.port as number) ? false : (seen.add(p.port as number), true))));
@@ -146,20 +141,22 @@ export function PreviewsPage() {
                       <a class="button" href={agentHref(workspaceId)} target="_blank" rel="noopener noreferrer">
                         Open the agent<span class="visually-hidden"> (opens in a new tab)</span>
                       </a>
+                    ) : !previewDomain ? (
+                      <p class="muted">Previews are turned off on this platform.</p>
                     ) : port < FIRST_PREVIEW_PORT ? (
                       <p class="muted">Ports below {FIRST_PREVIEW_PORT} cannot be previewed. Start the server on 8000 or another higher port.</p>
                     ) : (
                       <p class="port__link">
                         <a
                           class="button button--primary"
-                          href={previewUrl(workspaceId, port)}
+                          href={previewUrl(workspaceId, port, previewDomain)}
                           target="_blank"
                           rel="noopener noreferrer"
                           data-testid="preview-link"
                         >
                           Open preview<span class="visually-hidden"> of port {port} (opens in a new tab)</span>
                         </a>
-                        <span class="port__url muted">{previewUrl(workspaceId, port)}</span>
+                        <span class="port__url muted">{previewUrl(workspaceId, port, previewDomain)}</span>
                       </p>
                     )}
                   </li>
