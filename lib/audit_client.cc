@@ -178,6 +178,12 @@ void AuditClient::FillIds(AuditEvent& event) {
   if (!event.has_client_time()) {
     SetTimestamp(clock_.Now(), event.mutable_client_time());
   }
+  // The workspace an event is about is a field of its own (indexed, and what queries filter
+  // on); emitters that only name it in the attributes get it there too.
+  if (event.workspace_id().empty()) {
+    auto it = event.attributes().find("workspace_id");
+    if (it != event.attributes().end()) event.set_workspace_id(it->second);
+  }
 }
 
 void AuditClient::Emit(AuditEvent event) {

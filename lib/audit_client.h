@@ -125,8 +125,9 @@ class AuditClient final : public AuditEmitter {
   // no network call (Stop(absl::InfinitePast())). Call Stop(deadline) first to flush.
   ~AuditClient() override;
 
-  // Fills event_id (when empty: "ev_" + 26 lower-case base32 characters of 128 random bits)
-  // and client_time (when unset: the Clock's now), then queues the event and wakes the
+  // Fills event_id (when empty: "ev_" + 26 lower-case base32 characters of 128 random bits),
+  // client_time (when unset: the Clock's now) and workspace_id (when empty: the attribute
+  // "workspace_id", if any), then queues the event and wakes the
   // sender. Never calls the transport. When the queue holds max_queue events, moves them all
   // to the spool first; if that fails, the new event is dropped (logged, counted).
   void Emit(common::v1::AuditEvent event) override ABSL_LOCKS_EXCLUDED(queue_mu_);

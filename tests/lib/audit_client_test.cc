@@ -248,6 +248,27 @@ TEST_F(AuditClientTest, DeliversEventsInEmitOrder) {
   EXPECT_THAT(client->spooled(), IsOkAndHolds(Eq(0)));
 }
 
+// The workspace an event is about is filtered on as a field of its own: an emitter that names
+// it only in the attributes gets the field filled; one that sets the field keeps it.
+TEST_F(AuditClientTest, TheWorkspaceAttributeFillsTheWorkspaceField) {
+  std::unique_ptr<AuditClient> client = NewClient();
+  ASSERT_NE(client, nullptr);
+  AuditEvent named = MakeEvent("ev_ws_1");
+  (*named.mutable_attributes())["workspace_id"] = "ws_aaaaaaaaaaaaaaaaaaaaaaaaaa";
+  client->Emit(named);
+  AuditEvent both = MakeEvent("ev_ws_2");
+  both.set_workspace_id("ws_bbbbbbbbbbbbbbbbbbbbbbbbbb");
+  (*both.mutable_attributes())["workspace_id"] = "ws_cccccccccccccccccccccccccc";
+  client->Emit(both);
+  client->Emit(MakeEvent("ev_ws_3"));
+  ASSERT_THAT(client->DrainOnce(), IsOk());
+  const std::vector<AuditEvent> stored = fake_.stored();
+  ASSERT_EQ(stored.size(), 3u);
+  EXPECT_EQ(stored[0].workspace_id(), "ws_aaaaaaaaaaaaaaaaaaaaaaaaaa");
+  EXPECT_EQ(stored[1].workspace_id(), "ws_bbbbbbbbbbbbbbbbbbbbbbbbbb");
+  EXPECT_EQ(stored[2].workspace_id(), "");
+}
+
 TEST_F(AuditClientTest, SendsInBatchesOfAtMostMaxBatch) {
   AuditClientOptions options = Options();
   options.max_batch = 2;

@@ -13,7 +13,8 @@ Requests need "Authorization: Bearer <key>" with one of the accepted keys (--key
 "tidepool"); others get 401 in OpenAI's error format. Test control (JSON):
   POST /__test/keys     {"keys": [...]}   replaces the accepted keys
   GET  /__test/requests                    every completion request so far: the key's last 4
-                                           characters, the model, the last user message, stream
+                                           characters, the model, the last user message, stream;
+                                           and every refused one (key suffix, path)
 SIGTERM stops it.
 """
 
@@ -25,19 +26,24 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = {"keys": {"tidepool"}, "requests": []}
+STATE = {"keys": {"tidepool"}, "requests": [], "rejected": []}
 LOCK = threading.Lock()
 
 
 def last_user_text(messages):
+    """The person's words: the last user message's text, without the runtime notes the tool
+    appends as separate parts or lines ("Runtime: agent=main | ...")."""
     for message in reversed(messages or []):
         if message.get("role") != "user":
             continue
         content = message.get("content")
-        if isinstance(content, str):
-            return content
         if isinstance(content, list):
-            return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+            content = "\n".join(part.get("text", "") for part in content if isinstance(part, dict))
+        if isinstance(content, str):
+            text = "\n".join(line for line in content.splitlines()
+                             if not line.startswith("Runtime: "))
+            if text.strip():
+                return text
     return ""
 
 
@@ -71,6 +77,7 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             if self._key() in STATE["keys"]:
                 return True
+            STATE["rejected"].append({"key_suffix": self._key()[-4:], "path": self.path})
         self._send_json(401, {"error": {"message": "Incorrect API key provided.",
                                         "type": "invalid_request_error",
                                         "code": "invalid_api_key"}})
@@ -79,7 +86,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/__test/requests":
             with LOCK:
-                return self._send_json(200, {"requests": list(STATE["requests"])})
+                return self._send_json(200, {"requests": list(STATE["requests"]),
+                                             "rejected": list(STATE["rejected"])})
         if self.path == "/v1/models":
             if not self._authorized():
                 return None
