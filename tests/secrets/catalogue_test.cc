@@ -56,9 +56,9 @@ TEST(CatalogueTest, EmbeddedBytesAreTheSourceFile) {
   EXPECT_EQ(std::string(EmbeddedCatalogueJson()), *source);
 }
 
-TEST(CatalogueTest, ShipsNineteenProvidersInEveryCategory) {
+TEST(CatalogueTest, ShipsTwentyProvidersInEveryCategory) {
   Catalogue catalogue = Embedded();
-  ASSERT_EQ(catalogue.providers().size(), 19u);
+  ASSERT_EQ(catalogue.providers().size(), 20u);
   std::map<ProviderCategory, std::set<std::string>> by_category;
   for (const CatalogueProvider& provider : catalogue.providers()) {
     by_category[provider.category].insert(provider.provider_id);
@@ -66,7 +66,8 @@ TEST(CatalogueTest, ShipsNineteenProvidersInEveryCategory) {
   EXPECT_THAT(
       by_category[ProviderCategory::kAiModel],
       UnorderedElementsAre("anthropic", "openai", "gemini", "mistral", "xai", "groq", "openrouter",
-                           "deepseek", "together", "fireworks", "moonshot", "github_copilot"));
+                           "deepseek", "together", "fireworks", "moonshot", "github_copilot",
+                           "model_server"));
   EXPECT_THAT(by_category[ProviderCategory::kWebSearch],
               UnorderedElementsAre("brave", "tavily", "perplexity", "searxng"));
   EXPECT_THAT(by_category[ProviderCategory::kMessaging], UnorderedElementsAre("slack", "telegram"));
@@ -228,7 +229,7 @@ TEST(CatalogueTest, CapabilitiesNeedEveryRequiredField) {
 TEST(CatalogueTest, ProtoCarriesEverythingAndFiltersByProfile) {
   Catalogue catalogue = Embedded();
   v1::GetCatalogueResponse all = catalogue.ToProto("");
-  ASSERT_EQ(all.providers_size(), 19);
+  ASSERT_EQ(all.providers_size(), 20);
   EXPECT_EQ(all.catalogue_version().size(), 16u);
   EXPECT_EQ(all.catalogue_version(), catalogue.version());
   const v1::Provider& slack = [&]() -> const v1::Provider& {

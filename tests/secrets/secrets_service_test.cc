@@ -366,12 +366,12 @@ TEST_F(SecretsServiceTest, WatchRefusesBadRequestsAndOtherCallers) {
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
 }
 
-TEST_F(SecretsServiceTest, GetCatalogueServesNineteenProviders) {
+TEST_F(SecretsServiceTest, GetCatalogueServesTwentyProviders) {
   v1::GetCatalogueRequest request;
   v1::GetCatalogueResponse response;
   Call call(kAlice);
   ASSERT_TRUE(Stub("proxy")->GetCatalogue(&call.context, request, &response).ok());
-  EXPECT_EQ(response.providers_size(), 19);
+  EXPECT_EQ(response.providers_size(), 20);
   EXPECT_EQ(response.catalogue_version().size(), 16u);
   request.set_profile("vscode");
   Call bad(kAlice);

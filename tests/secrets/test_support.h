@@ -45,6 +45,7 @@ inline std::map<std::string, std::string> SampleValues() {
       {"fireworks.api_key", "fw_" + repeat(alnum, 24)},
       {"moonshot.api_key", "sk-" + repeat(alnum, 48)},
       {"github_copilot.api_key", "gho_" + repeat(alnum, 36)},
+      {"model_server.api_key", "sk-litellm-" + repeat(alnum, 16)},
       {"brave.api_key", "BSA" + repeat(alnum, 28)},
       {"tavily.api_key", "tvly-dev-" + repeat(alnum, 32)},
       {"perplexity.api_key", "pplx-" + repeat(alnum, 48)},
