@@ -82,6 +82,7 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
   static const std::set<std::string> kKeys = {
       "name",  "description",    "command",          "env",           "files", "health",
       "ports", "schedule_store", "identity_headers", "work_processes", "min_memory_mib",
+      "min_cpu_millicores",
       "schedule_format"};
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string key = it->first.as<std::string>("");
@@ -276,6 +277,15 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
       return Bad(source, "min_memory_mib must be a number of MiB (0 to 1048576)");
     }
     profile.min_memory_mib = value;
+  }
+  if (root["min_cpu_millicores"]) {
+    int value = 0;
+    if (!root["min_cpu_millicores"].IsScalar() ||
+        !YAML::convert<int>::decode(root["min_cpu_millicores"], value) || value < 0 ||
+        value > 256000) {
+      return Bad(source, "min_cpu_millicores must be a number of millicores (0 to 256000)");
+    }
+    profile.min_cpu_millicores = value;
   }
   return profile;
 }

@@ -65,6 +65,9 @@ struct ToolProfile {
   // The least memory the tool needs (MiB): the workspace's memory limit is at least this,
   // whatever provisioner.memory_limit_mib says. 0: no floor.
   int min_memory_mib = 0;
+  // The least CPU the tool needs (millicores): the workspace's CPU cap is at least this. A cap,
+  // not a reservation: it lets a tool that starts on several threads start at full speed.
+  int min_cpu_millicores = 0;
 };
 
 // The {{placeholders}} a profile's templates (stamped files, env values, the identity

@@ -1018,10 +1018,13 @@ WorkspaceHealthView WorkspaceManager::Health(const WorkspaceRecord& workspace) {
 ResourceLimits WorkspaceManager::LimitsFor(const std::string& profile_name) const {
   ResourceLimits limits = options_.limits;
   auto profile = options_.profiles.find(profile_name);
-  if (profile != options_.profiles.end() && profile->second.min_memory_mib > 0 &&
-      limits.memory_bytes > 0) {
+  if (profile == options_.profiles.end()) return limits;
+  if (profile->second.min_memory_mib > 0 && limits.memory_bytes > 0) {
     limits.memory_bytes =
         std::max<int64_t>(limits.memory_bytes, int64_t{profile->second.min_memory_mib} << 20);
+  }
+  if (profile->second.min_cpu_millicores > 0 && limits.cpus > 0) {
+    limits.cpus = std::max(limits.cpus, profile->second.min_cpu_millicores / 1000.0);
   }
   return limits;
 }

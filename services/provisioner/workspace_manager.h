@@ -130,7 +130,7 @@ class WorkspaceManager {
   // 5 s). UNSPECIFIED for a workspace that is not running.
   WorkspaceHealthView Health(const WorkspaceRecord& workspace);
   // The limits a workspace of `profile` gets: the configured ones, with the profile's memory
-  // floor (min_memory_mib).
+  // and CPU floors (min_memory_mib, min_cpu_millicores).
   ResourceLimits LimitsFor(const std::string& profile) const;
 
   // Blocks until the workspace's observed state equals its desired state (or FAILED), or

@@ -32,6 +32,7 @@ TEST(ProfileTest, TheShippedProfilesLoad) {
   EXPECT_TRUE(openclaw.identity.set_forwarded_headers);
   EXPECT_EQ(openclaw.identity.tool_base_path, "/w/{{workspace_id}}");
   EXPECT_GE(openclaw.min_memory_mib, 1536);
+  EXPECT_EQ(openclaw.min_cpu_millicores, 2000);
   EXPECT_EQ(openclaw.env.at("OPENCLAW_CONFIG_READONLY"), "1");
   EXPECT_EQ(openclaw.env.at("OPENCLAW_CONFIG_PATH"), "/etc/tidepool/openclaw.json");
   ASSERT_EQ(openclaw.files.size(), 1u);
@@ -110,6 +111,7 @@ TEST(ProfileTest, RejectsBadProfilesWithAClearMessage) {
            {base + "min_memory_mib: lots\n", "min_memory_mib"},
            {base + "schedule_format: yaml\n", "schedule_format"},
            {base + "min_memory_mib: -1\n", "min_memory_mib"},
+           {base + "min_cpu_millicores: 1e9\n", "min_cpu_millicores"},
            {base + "files:\n  - path: a\n    template: x\n    merge_keys: maybe\n", "merge_keys"},
            {"[1, 2]\n", "must be a map"},
        }) {
