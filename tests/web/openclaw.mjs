@@ -253,6 +253,41 @@ const scenarios = {
     }
   },
 
+  // A job scheduled in OpenClaw (its own CLI in the person's terminal, with the Gateway's local
+  // password read from its process, as anyone in the workspace can) appears on the schedules page, in local time and UTC, and the
+  // scaler plans a wake-up for it.
+  async anAutomationShowsOnTheSchedulesPageAndPlansAWake(browser, platform) {
+    await casey.runInTerminal(
+      "export OPENCLAW_GATEWAY_PASSWORD=$(tr '\\0' '\\n' < /proc/$(pgrep -o openclaw-gatew)/environ | " +
+      "sed -n 's/^OPENCLAW_GATEWAY_PASSWORD=//p'); openclaw cron add --agent main --name 'Morning summary' " +
+      "--cron '0 9 * * 1-5' --tz Europe/Berlin --message 'summarize my notes' --no-deliver " +
+      '> ~/cron.out 2>&1; echo $? > ~/cron.code');
+    const code = await waitFor(async () => {
+      const answer = await casey.download('cron.code');
+      return answer.status === 200 && answer.text.trim() !== '' ? answer.text.trim() : null;
+    }, 'openclaw cron add', 120000);
+    if (code !== '0') throw new Error(`openclaw cron add failed: ${(await casey.download('cron.out')).text.slice(-600)}`);
+    const page = casey.page;
+    await page.goto(`${platform.origin}/schedules`);
+    await page.getByTestId('schedules-page').waitFor();
+    const job = page.locator('article, section, li').filter({ hasText: 'Morning summary' }).first();
+    await job.waitFor({ timeout: 30000 });
+    const shown = (await job.innerText()).replace(/\s+/g, ' ');
+    if (!shown.includes('0 9 * * 1-5') || !/UTC/.test(shown)) throw new Error(`the job shows as: ${shown}`);
+    await shoot(page, 'openclaw-schedules');
+    // The scaler reads the same jobs and plans the wake before the next weekday 09:00 Berlin.
+    const wake = await waitFor(async () => {
+      const status = await casey.call('POST', '/api/v1/scaler/GetIdleStatus', { workspaceIds: [casey.workspaceId] });
+      return status.json?.statuses?.[0]?.nextScheduledWakeTime ?? null;
+    }, 'the scaler to plan a wake', 30000);
+    const at = new Date(wake);
+    const berlin = new Intl.DateTimeFormat('en-GB', { timeZone: 'Europe/Berlin', weekday: 'short', hour: '2-digit', minute: '2-digit', hour12: false }).format(at);
+    // Within the half hour before a weekday 09:00 in Berlin (the scaler wakes it a little early).
+    if (!/^(Mon|Tue|Wed|Thu|Fri) (08:[3-5]\d|09:00)$/.test(berlin)) {
+      throw new Error(`the planned wake ${wake} is not shortly before a weekday 09:00 in Berlin (${berlin})`);
+    }
+  },
+
   // Every dangerous key flipped from inside the workspace is restored and audited, the stamp the
   // gateway reads cannot be written, and the gateway keeps its hardened settings (same process,
   // still refusing a request without the platform's identity).
