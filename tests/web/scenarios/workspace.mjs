@@ -1,13 +1,14 @@
 // The person's workspace pages beyond the basics: Home's entries, previews of a server started in
 // the terminal, a folder dropped onto the files page, the folder tree, moving and git clone, and
 // the scheduled jobs with their runs (in local time and UTC, awake and asleep). They run after
-// basics.mjs (which set the administrator's password) and share its workspace.
+// basics.mjs (which set the administrator's password). The first three are a new person's, robin,
+// who signs in through the identity provider; the schedules one is the administrator's.
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  PREVIEW_DOMAIN, SCHEDULE_STORE, expectWorkspaceRunning, shoot, signInAsAdmin, typeInTerminal, waitFor,
+  PREVIEW_DOMAIN, SCHEDULE_STORE, expectWorkspaceRunning, shoot, signInAsAdmin, signInWithIdp, typeInTerminal, waitFor,
   watchedPage,
 } from '../lib.mjs';
 
@@ -60,7 +61,7 @@ async function ownWorkspace(page) {
   const session = await page.evaluate(async () => (await fetch('/auth/session')).json());
   const { workspaces = [] } = await callApi(page, '/api/v1/provisioner/ListWorkspaces', { ownerUserId: session.userId });
   const mine = workspaces.find((w) => w.ownerUserId === session.userId && w.state !== 'WORKSPACE_STATE_DELETED');
-  if (!mine) throw new Error('the administrator has no workspace');
+  if (!mine) throw new Error('the person has no workspace');
   return mine;
 }
 
@@ -126,7 +127,7 @@ export const scenarios = {
   async previewOfAPythonHttpServerOpens(browser, platform) {
     const { page, errors } = await watchedPage(browser);
     await steps(page, 'previewOfAPythonHttpServerOpens', async () => {
-      await signInAsAdmin(page, platform);
+      await signInWithIdp(page, platform, 'robin');
       await expectWorkspaceRunning(page);
       const workspace = await ownWorkspace(page);
       const places = page.getByRole('navigation', { name: 'In your workspace' });
@@ -207,7 +208,7 @@ export const scenarios = {
   async foldersUploadByDragAndDrop(browser, platform) {
     const { page, errors } = await watchedPage(browser);
     await steps(page, 'foldersUploadByDragAndDrop', async () => {
-      await signInAsAdmin(page, platform);
+      await signInWithIdp(page, platform, 'robin');
       await nav(page).getByRole('link', { name: 'Files' }).click();
       await page.getByTestId('files-page').waitFor();
       const dropzone = page.getByTestId('dropzone');
@@ -282,7 +283,7 @@ export const scenarios = {
   async treeViewMoveAndGitClone(browser, platform) {
     const { page, errors } = await watchedPage(browser);
     await steps(page, 'treeViewMoveAndGitClone', async () => {
-      await signInAsAdmin(page, platform);
+      await signInWithIdp(page, platform, 'robin');
       await openTerminal(page);
       await runInTerminal(page, 'cd ~ && mkdir -p projects/app/notes archive && echo "buy milk" > projects/app/todo.txt', 'TREE');
       await runInTerminal(page, 'mkdir -p ~/src/mylib/docs && cd ~/src/mylib && git init -q && printf "print(42)\\n" > main.py'
