@@ -20,12 +20,31 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-void BadGateway(asio::local::stream_protocol::socket& client, unsigned version) {
-  http::response<http::string_body> response(http::status::bad_gateway, version);
-  response.set(http::field::content_type, "application/json");
+// The page a browser gets while the tool is not answering yet (a gateway still starting): it
+// says so and reloads itself, instead of an error.
+constexpr char kStartingPage[] =
+    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+    "<meta http-equiv=\"refresh\" content=\"2\"><title>Your agent is starting</title></head>"
+    "<body style=\"font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;"
+    "color:#1b2733\"><h1>Your agent is starting</h1>"
+    "<p role=\"status\">This takes a few seconds. The page opens by itself when it is ready.</p>"
+    "</body></html>";
+
+// A browser navigation (GET or HEAD asking for HTML) gets kStartingPage; anything else JSON.
+void BadGateway(asio::local::stream_protocol::socket& client, unsigned version, bool navigation) {
+  http::response<http::string_body> response(
+      navigation ? http::status::service_unavailable : http::status::bad_gateway, version);
   response.set(http::field::cache_control, "no-store");
-  response.body() =
-      "{\"code\":\"UNAVAILABLE\",\"message\":\"the tool's web UI is not answering\"}";
+  if (navigation) {
+    response.set(http::field::content_type, "text/html; charset=utf-8");
+    response.set(http::field::retry_after, "2");
+    response.body() = kStartingPage;
+  } else {
+    response.set(http::field::content_type, "application/json");
+    response.body() =
+        "{\"code\":\"UNAVAILABLE\",\"message\":\"the tool's web UI is not answering\"}";
+  }
   response.keep_alive(false);
   response.prepare_payload();
   boost::system::error_code ec;
@@ -46,12 +65,15 @@ void ForwardToTool(int port, http::request_parser<http::empty_body>& header,
   }
   for (const std::string& name : platform_headers) request.erase(name);
   const bool upgrade = beast::websocket::is_upgrade(request);
+  const bool navigation =
+      !upgrade && (request.method() == http::verb::get || request.method() == http::verb::head) &&
+      absl::StrContains(std::string(request[http::field::accept]), "text/html");
 
   tcp::socket tool(client.get_executor());  // blocking I/O: no io_context of its own
   boost::system::error_code ec;
   tool.connect({asio::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)}, ec);
   if (ec) {
-    BadGateway(client, version);
+    BadGateway(client, version, navigation);
     return;
   }
   if (!upgrade) request.keep_alive(false);
@@ -59,7 +81,7 @@ void ForwardToTool(int port, http::request_parser<http::empty_body>& header,
   request_parser.body_limit(net::kNoBodyLimit);  // the tool decides
   net::RelayMessage(tool, client, client_buffer, request_parser, ec);
   if (ec) {
-    BadGateway(client, version);
+    BadGateway(client, version, navigation);
     return;
   }
   beast::flat_buffer tool_buffer;
@@ -70,7 +92,7 @@ void ForwardToTool(int port, http::request_parser<http::empty_body>& header,
   http::read_header(tool, tool_buffer, response_parser, ec);
   if (ec == http::error::need_buffer) ec = {};  // the header is complete; the body follows
   if (ec) {
-    BadGateway(client, version);
+    BadGateway(client, version, navigation);
     return;
   }
   if (upgrade && response_parser.get().result() == http::status::switching_protocols) {

@@ -22,7 +22,9 @@ using net::kNoBodyLimit;
 // Bodies are streamed both ways in 64 KiB pieces, never held whole. Every X-Tidepool-*
 // header is removed first. A WebSocket upgrade the tool accepts (101) turns the connection
 // into a byte tunnel until either side closes. One exchange per connection: both sides get
-// Connection: close. When the tool does not answer, the client gets 502 with a JSON error.
+// Connection: close. When the tool does not answer, a browser navigation (GET or HEAD accepting
+// text/html) gets 503 with a small page that says the agent is starting and reloads itself
+// (Retry-After: 2); any other request gets 502 with a JSON error.
 // The caller has checked the request's credential.
 void ForwardToTool(int port, boost::beast::http::request_parser<boost::beast::http::empty_body>& header,
                    boost::asio::local::stream_protocol::socket& client,

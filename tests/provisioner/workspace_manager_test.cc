@@ -984,6 +984,47 @@ TEST_F(WorkspaceSecretsTest, AStampedFileChangedInsideTheWorkspaceIsRestoredAndA
 namespace tidepool::provisioner {
 namespace {
 
+// While the tool does not answer (a gateway still starting, or stopped), a browser navigation
+// gets a page saying so that reloads itself; any other request a JSON 502.
+TEST_F(WorkspaceSecretsTest, ABrowserSeesAStartingPageWhileTheToolDoesNotAnswer) {
+  namespace asio = boost::asio;
+  const std::string id = EnsureRunning(kBob, "wsecho").workspace_id;
+  ASSERT_FALSE(id.empty());
+  absl::StatusOr<Endpoint> endpoint = manager_->GetEndpoint(id, "proxy");
+  ASSERT_THAT(endpoint, IsOk());
+  const std::string provisioner = MintWorkspaceCredential(
+      DeriveWorkspaceKey(options_.platform_key, id), id, "provisioner", absl::Now() + absl::Minutes(1));
+  absl::StatusOr<SupervisorReply> stopped = PostToSupervisor(
+      endpoint->unix_socket_path, "/_tidepool/v1/StopTool", provisioner, "{}", absl::Seconds(10));
+  ASSERT_THAT(stopped, IsOk());
+  ASSERT_EQ(stopped->status, 200) << stopped->body;
+  auto get = [&](const std::string& accept) {
+    asio::io_context io;
+    asio::local::stream_protocol::socket socket(io);
+    socket.connect(asio::local::stream_protocol::endpoint(endpoint->unix_socket_path));
+    const std::string request = absl::StrCat(
+        "GET /app HTTP/1.1\r\nHost: workspace\r\nX-Tidepool-Credential: ", endpoint->credential,
+        "\r\n", accept.empty() ? "" : absl::StrCat("Accept: ", accept, "\r\n"), "\r\n");
+    asio::write(socket, asio::buffer(request));
+    std::string answer;
+    boost::system::error_code ec;
+    char chunk[4096];
+    for (;;) {
+      const size_t n = socket.read_some(asio::buffer(chunk), ec);
+      if (ec) break;
+      answer.append(chunk, n);
+    }
+    return answer;
+  };
+  const std::string page = get("text/html,application/xhtml+xml,*/*;q=0.8");
+  EXPECT_THAT(page, ::testing::StartsWith("HTTP/1.1 503 "));
+  EXPECT_THAT(page, HasSubstr("Retry-After: 2"));
+  EXPECT_THAT(page, HasSubstr("<h1>Your agent is starting</h1>"));
+  const std::string api = get("application/json");
+  EXPECT_THAT(api, ::testing::StartsWith("HTTP/1.1 502 "));
+  EXPECT_THAT(api, HasSubstr("\"code\":\"UNAVAILABLE\""));
+}
+
 // The tool's own web UI through the supervisor's socket, as the proxy reaches it: HTTP with
 // a streamed body and WebSocket both ways, platform headers removed, for the proxy only.
 TEST_F(WorkspaceSecretsTest, TheToolsWebUiIsReachedThroughTheSupervisorWithWebSockets) {
