@@ -70,6 +70,17 @@ absl::StatusOr<std::string> RenderTemplate(absl::string_view text,
   return out;
 }
 
+bool UsesPlaceholder(const ToolProfile& profile, absl::string_view name) {
+  const std::string needle = absl::StrCat("{{", name, "}}");
+  for (const StampedFileTemplate& file : profile.files) {
+    if (absl::StrContains(file.text, needle)) return true;
+  }
+  for (const auto& [key, value] : profile.env) {
+    if (absl::StrContains(value, needle)) return true;
+  }
+  return absl::StrContains(profile.identity.tool_base_path, needle);
+}
+
 absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_view source) {
   YAML::Node root;
   try {

@@ -74,6 +74,10 @@ struct ToolProfile {
 // headers' tool_base_path) may use.
 const std::set<std::string>& TemplatePlaceholders();
 
+// Whether any of the profile's templates (stamped files, env values, the base path) uses the
+// placeholder `name` (without braces).
+bool UsesPlaceholder(const ToolProfile& profile, absl::string_view name);
+
 // Parses one profile. INVALID_ARGUMENT naming `source` and the problem: unknown keys, missing
 // name or command, a relative command path, unsafe file paths, unknown placeholders.
 absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_view source);

@@ -807,8 +807,15 @@ absl::StatusOr<EnsureOutcome> WorkspaceManager::Ensure(const std::string& owner_
                                                        const std::string& profile,
                                                        const std::string& timezone) {
   const std::string chosen = profile.empty() ? options_.default_profile : profile;
-  if (!options_.profiles.count(chosen)) {
+  auto known = options_.profiles.find(chosen);
+  if (known == options_.profiles.end()) {
     return absl::InvalidArgumentError(absl::StrCat("unknown profile \"", chosen, "\""));
+  }
+  if ((options_.model_server_url.empty() && UsesPlaceholder(known->second, "model_server_url")) ||
+      (options_.model_server_model.empty() && UsesPlaceholder(known->second, "model_server_model"))) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ", chosen, " profile needs the administrator's model server: set "
+        "model_server.base_url (and model_server.default_model) in tidepool.yaml"));
   }
   TP_ASSIGN_OR_RETURN(EnsureOutcome outcome, store_.EnsureForOwner(owner_user_id, chosen, timezone));
   const WorkspaceRecord& w = outcome.workspace;

@@ -401,6 +401,16 @@ ServiceDefinition ProvisionerServiceDefinition() {
       return absl::FailedPreconditionError(absl::StrCat(
           "provisioner.default_profile \"", options.default_profile, "\" is not in ", profiles_dir));
     }
+    const ToolProfile& default_profile = options.profiles.at(options.default_profile);
+    if ((context.config.model_server.base_url.empty() &&
+         UsesPlaceholder(default_profile, "model_server_url")) ||
+        (context.config.model_server.default_model.empty() &&
+         UsesPlaceholder(default_profile, "model_server_model"))) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "provisioner.default_profile \"", options.default_profile,
+          "\" needs the administrator's model server: set model_server.base_url (an "
+          "OpenAI-compatible server such as vLLM, Ollama or LiteLLM) and model_server.default_model"));
+    }
     options.supervisor_binary = context.config.provisioner.supervisor_binary.empty()
                                     ? SelfDir() + "/tidepool-supervisor"
                                     : context.config.provisioner.supervisor_binary;

@@ -612,6 +612,15 @@ TEST_F(WorkspaceManagerTest, UsageHasTheCpuRateAndHealthIsTheSupervisorsView) {
   EXPECT_EQ(manager_->Health(*asleep), WorkspaceHealthView::kUnknown);
 }
 
+TEST_F(WorkspaceManagerTest, AProfileThatNeedsTheModelServerSaysSoWithoutOne) {
+  ASSERT_TRUE(options_.model_server_url.empty());
+  ASSERT_TRUE(options_.profiles.count("openclaw"));
+  EXPECT_THAT(manager_->Ensure(kAlice, "openclaw", "UTC"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("model_server.base_url")));
+  EXPECT_THAT(manager_->store().GetByOwner(kAlice), ::tidepool::testing::IsOkAndHolds(::testing::Eq(std::nullopt)))
+      << "nothing is created";
+}
+
 TEST_F(WorkspaceManagerTest, DeleteRemovesTheSandboxAndTheVolume) {
   WorkspaceRecord workspace = EnsureRunning(kAlice);
   absl::StatusOr<WorkspaceRecord> deleted =
