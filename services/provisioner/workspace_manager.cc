@@ -369,6 +369,9 @@ absl::StatusOr<uint64_t> WorkspaceManager::Stamp(const WorkspaceRecord& workspac
   const std::string dir = absl::StrCat(options_.dir, "/stamps/", workspace.workspace_id);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
+  // Stamped files can carry the owner's keys (merge_keys): nobody else on the host reads them.
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
   const std::string workspace_key =
       DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id);
   const std::map<std::string, std::string> values = TemplateValues(workspace, profile);
@@ -388,7 +391,7 @@ absl::StatusOr<uint64_t> WorkspaceManager::Stamp(const WorkspaceRecord& workspac
     }
     const std::string path = absl::StrCat(dir, "/", file.path);
     std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
-    TP_RETURN_IF_ERROR(WriteFileAtomically(path, text, 0644));
+    TP_RETURN_IF_ERROR(WriteFileAtomically(path, text, file.merge_keys ? 0600 : 0644));
     supervisorpb::StampManifestEntry* entry = manifest.add_files();
     entry->set_path(file.path);
     entry->set_install_to(file.install_to);

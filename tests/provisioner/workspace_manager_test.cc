@@ -804,6 +804,12 @@ TEST_F(WorkspaceSecretsTest, TheProfileIsRenderedForItsOwnerAndRestampedWhenThei
   };
   nlohmann::json config = merged("BSA-brave-key-0000000000");
   ASSERT_TRUE(config.is_object());
+  // The original with the keys is the platform's alone on the host.
+  const std::string stamps = tmp_.Join("provisioner/stamps/" + alice.workspace_id);
+  EXPECT_EQ(std::filesystem::status(stamps).permissions(), std::filesystem::perms::owner_all);
+  EXPECT_EQ(std::filesystem::status(stamps + "/merged.json").permissions() &
+                (std::filesystem::perms::group_all | std::filesystem::perms::others_all),
+            std::filesystem::perms::none);
   EXPECT_EQ(config["plugins"]["entries"]["brave"]["apiKey"], "BSA-brave-key-0000000000");
   EXPECT_EQ(config["plugins"]["entries"]["memory"]["enabled"], true);
   EXPECT_EQ(config["kept"], alice.workspace_id);
