@@ -8,8 +8,11 @@
 
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,17 +60,26 @@ using google::protobuf::util::TimeUtil;
 // The edge's one 404 body (services/proxy/api_gateway.h).
 constexpr char kNotFound[] = R"({"code":"NOT_FOUND","message":"not found"})";
 
+// A loopback port nothing listens on, below the kernel's ephemeral range: a port the kernel
+// hands out itself could be taken by any outgoing connection before the edge binds it.
 int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t size = sizeof(address);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size);
-  const int port = ntohs(address.sin_port);
-  ::close(fd);
-  return port;
+  int low = 32768;
+  if (std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range"); range) range >> low;
+  std::mt19937 random(std::random_device{}());
+  const int first = std::min(20000, low / 2);
+  std::uniform_int_distribution<int> pick(first, std::max(first, low - 1));
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const int port = pick(random);
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+    ::close(fd);
+    if (free) return port;
+  }
+  return 0;
 }
 
 class BrowserEdgeTest : public ::testing::Test {
@@ -394,7 +406,9 @@ TEST_F(BrowserEdgeTest, TheWorkspaceSeesNoPlatformCredentialAndOnlyTheProxysIden
   EXPECT_EQ(seen["target"], "/echo?q=1");
   const std::string me = json::parse(alice_->Get("/auth/session").body)["userId"];
   EXPECT_EQ(headers.value("x-forwarded-user", ""), me) << "set by the proxy, never the client's";
-  EXPECT_EQ(headers.value("x-forwarded-for", ""), "127.0.0.1");
+  // The browser here is on the edge's own host: named by TEST-NET-1, never as loopback (a tool
+  // must not read it as "local, trusted"; OpenClaw refuses it as unattributed).
+  EXPECT_EQ(headers.value("x-forwarded-for", ""), "192.0.2.1");
   EXPECT_EQ(headers.value("x-forwarded-host", ""), absl::StrCat("127.0.0.1:", port_));
   EXPECT_EQ(headers.value("x-forwarded-proto", ""), "http");
   EXPECT_EQ(headers.value("cookie", ""), "app=1") << "platform cookies are stripped";

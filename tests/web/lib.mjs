@@ -19,15 +19,22 @@ export const SHOTS = join(BUILD, 'web-screenshots');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 export const PASSWORD = 'correct horse battery staple 42';
 
-export function freePort() {
-  return new Promise((ok, fail) => {
-    const server = createServer();
-    server.on('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => ok(port));
+// A loopback port nothing listens on, below the kernel's ephemeral range: a port the kernel
+// hands out itself could be taken by an outgoing connection before the platform binds it.
+export async function freePort() {
+  let low = 32768;
+  try { low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low; } catch { /* default */ }
+  const first = Math.min(20000, Math.floor(low / 2));
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = first + Math.floor(Math.random() * Math.max(1, low - first));
+    const free = await new Promise((ok) => {
+      const server = createServer();
+      server.once('error', () => ok(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => ok(true)));
     });
-  });
+    if (free) return port;
+  }
+  throw new Error('no free port below the ephemeral range');
 }
 
 export async function waitFor(check, what, timeoutMs = 30000) {
