@@ -27,6 +27,21 @@ constexpr size_t kMaxStoreBytes = 4 << 20;
 // A job's recent runs kept in its status (newest first in the store).
 constexpr int kMaxRecentRuns = 50;
 
+// Opens the store at `path` beneath `root`: nullopt when it does not exist, FAILED_PRECONDITION
+// when it is not a regular file.
+absl::StatusOr<std::optional<ScopedFd>> OpenStore(const SafeRoot& root, const std::string& path) {
+  absl::StatusOr<ScopedFd> fd = root.OpenBeneath(path, O_RDONLY | O_NONBLOCK);
+  if (!fd.ok()) {
+    if (fd.status().code() == absl::StatusCode::kNotFound) return std::nullopt;
+    return fd.status();
+  }
+  struct stat st {};
+  if (::fstat(fd->get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat("the schedule store ", path, " is not a file"));
+  }
+  return std::optional<ScopedFd>(*std::move(fd));
+}
+
 // Sets each job's timezone (its own, else the owner's, else UTC) and next run time, or why
 // there is none; keeps the newest kMaxRecentRuns runs.
 std::vector<v1::ScheduledJob> Finish(std::vector<v1::ScheduledJob> in,
@@ -71,16 +86,10 @@ absl::StatusOr<std::vector<v1::ScheduledJob>> ReadScheduledJobs(const SafeRoot& 
                                                                 const std::string& path,
                                                                 const std::string& default_timezone,
                                                                 absl::Time now) {
-  absl::StatusOr<ScopedFd> fd = root.OpenBeneath(path, O_RDONLY | O_NONBLOCK);
-  if (!fd.ok()) {
-    if (fd.status().code() == absl::StatusCode::kNotFound) return std::vector<v1::ScheduledJob>();
-    return fd.status();
-  }
-  struct stat st {};
-  if (::fstat(fd->get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat("the schedule store ", path, " is not a file"));
-  }
-  std::optional<std::string> text = ReadToEnd(fd->get(), kMaxStoreBytes);
+  absl::StatusOr<std::optional<ScopedFd>> fd = OpenStore(root, path);
+  if (!fd.ok()) return fd.status();
+  if (!fd->has_value()) return std::vector<v1::ScheduledJob>();
+  std::optional<std::string> text = ReadToEnd((*fd)->get(), kMaxStoreBytes);
   if (!text.has_value()) {
     return absl::FailedPreconditionError(
         absl::StrCat("the schedule store ", path, " cannot be read or is over 4 MiB"));
@@ -176,17 +185,9 @@ absl::StatusOr<std::vector<v1::ScheduledJob>> ReadOpenClawJobs(const SafeRoot& r
   // Only a regular file beneath the volume is read (the database is then opened by name, so
   // that SQLite finds its -wal beside it; the supervisor runs as the workspace's user, so a
   // name cannot reach anything that user could not read anyway).
-  {
-    absl::StatusOr<ScopedFd> fd = root.OpenBeneath(path, O_RDONLY | O_NONBLOCK);
-    if (!fd.ok()) {
-      if (fd.status().code() == absl::StatusCode::kNotFound) return std::vector<v1::ScheduledJob>();
-      return fd.status();
-    }
-    struct stat st {};
-    if (::fstat(fd->get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-      return absl::FailedPreconditionError(absl::StrCat("the schedule store ", path, " is not a file"));
-    }
-  }
+  absl::StatusOr<std::optional<ScopedFd>> fd = OpenStore(root, path);
+  if (!fd.ok()) return fd.status();
+  if (!fd->has_value()) return std::vector<v1::ScheduledJob>();
   SqliteOptions options;
   options.read_only = true;
   options.busy_timeout = absl::Seconds(2);

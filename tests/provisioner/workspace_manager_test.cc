@@ -6,6 +6,7 @@
 #include <csignal>
 #include <utility>
 
+#include <boost/asio/buffers_iterator.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read_until.hpp>
@@ -502,6 +503,49 @@ TEST_P(SupervisorHeartbeatTest, IsNoticedAuditedAndTheWorkspaceRestarted) {
 INSTANTIATE_TEST_SUITE_P(StoppedOrKilled, SupervisorHeartbeatTest,
                          ::testing::Values(SIGSTOP, SIGKILL, 0));
 
+// A stand-in for the platform's egress proxy on the socket the sandbox sees: it accepts one
+// connection and, for each of `replies` in turn, reads a request head (through "\r\n\r\n")
+// and answers with the reply.
+class StandInEgressProxy {
+ public:
+  StandInEgressProxy(const std::string& socket_path, std::vector<std::string> replies)
+      : acceptor_(io_, boost::asio::local::stream_protocol::endpoint(socket_path)),
+        thread_([this, replies = std::move(replies)] { Serve(replies); }) {}
+  ~StandInEgressProxy() { Finish(); }
+
+  // Stops waiting for a connection, waits for the exchange to end, and returns the heads read,
+  // in order (the first starts with the relay's preamble line).
+  std::vector<std::string> Finish() {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    if (thread_.joinable()) thread_.join();
+    return heads_;
+  }
+
+ private:
+  void Serve(const std::vector<std::string>& replies) {
+    boost::asio::local::stream_protocol::socket socket(io_);
+    boost::system::error_code ec;
+    acceptor_.accept(socket, ec);
+    boost::asio::streambuf buffer;
+    for (const std::string& reply : replies) {
+      if (ec) return;
+      const size_t n = boost::asio::read_until(socket, buffer, "\r\n\r\n", ec);
+      if (ec) return;
+      std::string head(boost::asio::buffers_begin(buffer.data()),
+                       boost::asio::buffers_begin(buffer.data()) + static_cast<std::ptrdiff_t>(n));
+      buffer.consume(n);
+      heads_.push_back(std::move(head));
+      boost::asio::write(socket, boost::asio::buffer(reply), ec);
+    }
+  }
+
+  boost::asio::io_context io_;
+  boost::asio::local::stream_protocol::acceptor acceptor_;
+  std::vector<std::string> heads_;
+  std::thread thread_;  // last: it starts once the members above exist
+};
+
 // The sandbox's only way out: the tool's HTTP(S)_PROXY is the supervisor's relay, which answers
 // 502 while the platform's egress proxy is not listening, and otherwise forwards each
 // connection to its Unix socket behind a preamble naming the workspace (egress_relay.h).
@@ -512,29 +556,14 @@ TEST_F(WorkspaceManagerTest, TheOnlyWayOutIsTheRelayToTheEgressProxy) {
       "x', timeout=10).read().decode())\nexcept Exception as e: print('failed', e)\"; echo do\"\"ne\n";
   EXPECT_THAT(RunInTerminal(workspace.workspace_id, fetch, "done\r\n"),
               HasSubstr("failed HTTP Error 502"));
-  // A stand-in for the egress proxy on the socket the sandbox sees.
-  namespace asio = boost::asio;
-  asio::io_context io;
-  asio::local::stream_protocol::acceptor acceptor(
-      io, asio::local::stream_protocol::endpoint(manager_->EgressSocketDir() + "/egress.sock"));
-  std::string preamble;
-  std::string request;
-  std::thread proxy([&] {
-    asio::local::stream_protocol::socket socket(io);
-    boost::system::error_code ec;
-    acceptor.accept(socket, ec);
-    if (ec) return;
-    asio::streambuf buffer;
-    asio::read_until(socket, buffer, "\r\n\r\n", ec);
-    std::string text((std::istreambuf_iterator<char>(&buffer)), std::istreambuf_iterator<char>());
-    preamble = text.substr(0, text.find("\r\n"));
-    request = text.substr(text.find("\r\n") + 2);
-    asio::write(socket, asio::buffer(std::string(
-        "HTTP/1.1 200 OK\r\nContent-Length: 17\r\nConnection: close\r\n\r\nhello-from-egress")), ec);
-  });
+  StandInEgressProxy proxy(manager_->EgressSocketDir() + "/egress.sock",
+                           {"HTTP/1.1 200 OK\r\nContent-Length: 17\r\nConnection: close\r\n\r\n"
+                            "hello-from-egress"});
   const std::string out = RunInTerminal(workspace.workspace_id, fetch, "done\r\n");
-  acceptor.close();
-  proxy.join();
+  const std::vector<std::string> heads = proxy.Finish();
+  ASSERT_EQ(heads.size(), 1u);
+  const std::string preamble = heads[0].substr(0, heads[0].find("\r\n"));
+  const std::string request = heads[0].substr(heads[0].find("\r\n") + 2);
   EXPECT_THAT(out, HasSubstr("got hello-from-egress"));
   EXPECT_THAT(request, ::testing::StartsWith("GET http://example.test/x HTTP/1.1\r\n"));
   // The preamble names the workspace with a credential the platform can verify.
@@ -551,39 +580,22 @@ TEST_F(WorkspaceManagerTest, AModelServerOnTheHostsLoopbackIsReachedAtTheSameAdd
   options_.model_server_url = "http://127.0.0.1:18431/v1";
   StartManager();
   WorkspaceRecord workspace = EnsureRunning(kAlice);
-  // A stand-in for the egress proxy: the forward asks it for a tunnel, then speaks through it.
-  namespace asio = boost::asio;
-  asio::io_context io;
-  asio::local::stream_protocol::acceptor acceptor(
-      io, asio::local::stream_protocol::endpoint(manager_->EgressSocketDir() + "/egress.sock"));
-  std::string preamble;
-  std::string connect;
-  std::string request;
-  std::thread proxy([&] {
-    asio::local::stream_protocol::socket socket(io);
-    boost::system::error_code ec;
-    acceptor.accept(socket, ec);
-    if (ec) return;
-    asio::streambuf buffer;
-    asio::read_until(socket, buffer, "\r\n\r\n", ec);
-    std::string text((std::istreambuf_iterator<char>(&buffer)), std::istreambuf_iterator<char>());
-    preamble = text.substr(0, text.find("\r\n"));
-    connect = text.substr(text.find("\r\n") + 2);
-    asio::write(socket, asio::buffer(std::string("HTTP/1.1 200 Connection established\r\n\r\n")), ec);
-    asio::streambuf rest;
-    asio::read_until(socket, rest, "\r\n\r\n", ec);
-    request.assign((std::istreambuf_iterator<char>(&rest)), std::istreambuf_iterator<char>());
-    asio::write(socket, asio::buffer(std::string(
-        "HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\nmodels-via-fwd")), ec);
-  });
+  // The forward asks the egress proxy for a tunnel, then speaks through it.
+  StandInEgressProxy proxy(
+      manager_->EgressSocketDir() + "/egress.sock",
+      {"HTTP/1.1 200 Connection established\r\n\r\n",
+       "HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\nmodels-via-fwd"});
   const std::string out = RunInTerminal(
       workspace.workspace_id,
       "python3 -c \"import urllib.request as u\ntry: print('got', u.urlopen('http://127.0.0.1:18431/"
       "v1/models', timeout=10).read().decode())\nexcept Exception as e: print('failed', e)\"; "
       "echo do\"\"ne\n",
       "done\r\n");
-  acceptor.close();
-  proxy.join();
+  const std::vector<std::string> heads = proxy.Finish();
+  ASSERT_EQ(heads.size(), 2u);
+  const std::string preamble = heads[0].substr(0, heads[0].find("\r\n"));
+  const std::string connect = heads[0].substr(heads[0].find("\r\n") + 2);
+  const std::string request = heads[1];
   EXPECT_THAT(out, HasSubstr("got models-via-fwd"));
   EXPECT_THAT(connect, ::testing::StartsWith("CONNECT 127.0.0.1:18431 HTTP/1.1\r\n"));
   EXPECT_THAT(request, ::testing::StartsWith("GET /v1/models HTTP/1.1\r\n"));
@@ -617,7 +629,8 @@ TEST_F(WorkspaceManagerTest, AProfileThatNeedsTheModelServerSaysSoWithoutOne) {
   ASSERT_TRUE(options_.profiles.count("openclaw"));
   EXPECT_THAT(manager_->Ensure(kAlice, "openclaw", "UTC"),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("model_server.base_url")));
-  EXPECT_THAT(manager_->store().GetByOwner(kAlice), ::tidepool::testing::IsOkAndHolds(::testing::Eq(std::nullopt)))
+  EXPECT_THAT(manager_->store().GetByOwner(kAlice),
+              ::tidepool::testing::IsOkAndHolds(::testing::Eq(std::nullopt)))
       << "nothing is created";
 }
 

@@ -6,6 +6,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
 
 export const SOURCE = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
@@ -277,4 +278,53 @@ export async function signInWithIdp(page, platform, login) {
   await page.getByTestId('signin-page').waitFor();
   await page.getByRole('button', { name: IDP_BUTTON }).click();
   await page.getByTestId('home-page').waitFor({ timeout: 30000 });
+}
+
+// Runs a suite: `start(dir, defer)` brings the platform up in a fresh directory and returns
+// {platform, extra} (`defer(fn)` registers a clean-up that runs last, even when the start
+// fails); each scenario (name → async (browser, platform, extra)) runs in order, one line each
+// (--only picks some), `onFailure(name)` after a failing one. Then everything is stopped and
+// the process exits 0 when all passed; on a failure the directory is kept with the platform's
+// log.
+export async function runSuite({ prefix, scenarios, start, onFailure = async () => {} }) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const deferred = [];
+  let failed = 0;
+  let platform;
+  let browser;
+  try {
+    const started = await start(dir, (fn) => deferred.push(fn));
+    platform = started.platform;
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    for (const [name, run] of Object.entries(scenarios)) {
+      if (ONLY && !ONLY.split(',').includes(name)) continue;
+      const began = Date.now();
+      try {
+        await run(browser, platform, started.extra);
+        console.log(`[ PASS ] ${name} (${Date.now() - began} ms)`);
+      } catch (e) {
+        failed++;
+        console.log(`[ FAIL ] ${name}: ${e.message}`);
+        await onFailure(name).catch(() => {});
+      }
+    }
+  } catch (e) {
+    failed++;
+    console.log(`[ FAIL ] setup: ${e.message}`);
+  } finally {
+    if (browser) await browser.close();
+    if (platform) {
+      try { await platform.stop(); } catch (e) { failed++; console.log(`[ FAIL ] cleanup: ${e.message}`); }
+    }
+    for (const fn of deferred.reverse()) await fn();
+    if (failed === 0) {
+      try { execFileSync('chattr', ['-R', '-a', dir], { stdio: 'ignore' }); } catch { /* sockets have no flags */ }
+      rmSync(dir, { recursive: true, force: true });
+    } else {
+      if (platform) writeFileSync(join(dir, 'platform.log'), platform.stdout + platform.stderr);
+      console.log(`logs kept in ${dir}`);
+    }
+  }
+  console.log(`screenshots in ${SHOTS}`);
+  process.exit(failed === 0 ? 0 : 1);
 }

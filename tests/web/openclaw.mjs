@@ -10,14 +10,11 @@
 // Screenshots go to <build dir>/web-screenshots/openclaw-*.png. Exits 0 when every scenario
 // passes.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { execFileSync } from 'node:child_process';
 import {
-  CHROMIUM, ONLY, Platform, SHOTS, SOURCE, expectWorkspaceRunning, shoot, signInWithIdp,
-  typeInTerminal, waitFor,
+  Platform, SOURCE, expectWorkspaceRunning, runSuite, shoot, signInWithIdp, typeInTerminal,
+  waitFor,
 } from './lib.mjs';
 
 // The shared model server: a child process printing {"port", "base_url"} once it listens.
@@ -326,48 +323,21 @@ const scenarios = {
   },
 };
 
-const dir = mkdtempSync(join(tmpdir(), 'tidepool-openclaw-'));
-let failed = 0;
-let platform;
-let browser;
-let model;
-try {
-  if (!existsSync(join(SOURCE, 'tools/openclaw/node_modules/openclaw/openclaw.mjs'))) {
-    throw new Error('OpenClaw is not installed in tools/ (scripts/setup --deps)');
-  }
-  model = await ModelServer.start();
-  platform = await Platform.start(dir, { defaultProfile: 'openclaw', modelServer: model.base_url, modelName: 'tidepool-test' });
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
-  for (const [name, run] of Object.entries(scenarios)) {
-    if (ONLY && !ONLY.split(',').includes(name)) continue;
-    const started = Date.now();
-    try {
-      await run(browser, platform, model);
-      console.log(`[ PASS ] ${name} (${Date.now() - started} ms)`);
-    } catch (e) {
-      failed++;
-      console.log(`[ FAIL ] ${name}: ${e.message}`);
-      for (const person of [casey, robin]) {
-        if (person) await shoot(person.page, `openclaw-failure-${name}-${person.login}`).catch(() => {});
-      }
+await runSuite({
+  prefix: 'tidepool-openclaw-',
+  scenarios,
+  async start(dir, defer) {
+    if (!existsSync(join(SOURCE, 'tools/openclaw/node_modules/openclaw/openclaw.mjs'))) {
+      throw new Error('OpenClaw is not installed in tools/ (scripts/setup --deps)');
     }
-  }
-} catch (e) {
-  failed++;
-  console.log(`[ FAIL ] setup: ${e.message}`);
-} finally {
-  if (browser) await browser.close();
-  if (platform) {
-    try { await platform.stop(); } catch (e) { failed++; console.log(`[ FAIL ] cleanup: ${e.message}`); }
-  }
-  if (model) await model.stop();
-  if (failed === 0) {
-    try { execFileSync('chattr', ['-R', '-a', dir], { stdio: 'ignore' }); } catch { /* no flags */ }
-    rmSync(dir, { recursive: true, force: true });
-  } else {
-    if (platform) writeFileSync(join(dir, 'platform.log'), platform.stdout + platform.stderr);
-    console.log(`logs kept in ${dir}`);
-  }
-}
-console.log(`screenshots in ${SHOTS}`);
-process.exit(failed === 0 ? 0 : 1);
+    const model = await ModelServer.start();
+    defer(() => model.stop());
+    const platform = await Platform.start(dir, { defaultProfile: 'openclaw', modelServer: model.base_url, modelName: 'tidepool-test' });
+    return { platform, extra: model };
+  },
+  async onFailure(name) {
+    for (const person of [casey, robin]) {
+      if (person) await shoot(person.page, `openclaw-failure-${name}-${person.login}`).catch(() => {});
+    }
+  },
+});
