@@ -15,7 +15,7 @@ import { SetupPage } from "./pages/Setup";
 import { SignInPage } from "./pages/SignIn";
 import { TerminalPage } from "./pages/Terminal";
 import { Link, navigate, useLocation, type Location } from "./router";
-import { ErrorMessage, Page } from "./ui";
+import { ErrorMessage, LoadingPage, Page } from "./ui";
 
 /** The pages that need a session; signed out, they show the sign-in page and come back after. */
 const SIGNED_IN_PATHS = new Set(["/", "/files", "/terminal", "/keys", "/previews", "/schedules"]);
@@ -117,13 +117,7 @@ function route({ path, key }: Location, session: SessionState, retry: () => void
   if (!needsSession(path)) return <NotFoundPage />;
   switch (session.status) {
     case "loading":
-      return (
-        <main id="main" class="page" aria-busy="true">
-          <p class="muted" role="status">
-            Loading…
-          </p>
-        </main>
-      );
+      return <LoadingPage />;
     case "signed-out":
       return <SignInPage returnPath={path} />;
     case "signed-in":

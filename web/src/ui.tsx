@@ -1,7 +1,10 @@
-// Small pieces every page uses: the page frame (title, heading, focus on navigation), form
-// fields with labels and hints, and the error line.
+// Small pieces every page uses: the page frame (title, heading, focus on navigation), the page
+// shown while the session is checked, form fields with labels and hints, a form's submission,
+// the error line, and the card that says how the person's workspace is getting ready.
 import type { ComponentChildren, TargetedInputEvent } from "preact";
-import { useEffect, useRef } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
+import { messageOf, type Workspace } from "./api";
+import { describe } from "./workspace";
 
 let firstPage = true;
 
@@ -29,6 +32,17 @@ export function Page({ testId, title, heading, wide, children }: PageProps) {
         {heading ?? title}
       </h1>
       {children}
+    </main>
+  );
+}
+
+/** The whole page while something it needs is on its way (the session, a redirect). */
+export function LoadingPage() {
+  return (
+    <main id="main" class="page" aria-busy="true">
+      <p class="muted" role="status">
+        Loading…
+      </p>
     </main>
   );
 }
@@ -79,6 +93,82 @@ export function Field({ id, label, hint, type = "text", autocomplete, required, 
         </p>
       )}
       {input}
+    </div>
+  );
+}
+
+interface SelectFieldProps {
+  id: string;
+  label: string;
+  value: string;
+  /** The choices in order; a value of "" stands for "no choice" (e.g. "Any role"). */
+  options: { value: string; label: string }[];
+  onValue: (value: string) => void;
+}
+
+/** A labelled drop-down list. */
+export function SelectField({ id, label, value, options, onValue }: SelectFieldProps) {
+  return (
+    <div class="field">
+      <label for={id}>{label}</label>
+      <select id={id} value={value} onChange={(event) => onValue(event.currentTarget.value)}>
+        {options.map((option) => (
+          <option key={option.value} value={option.value}>
+            {option.label}
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+}
+
+/** The submission of a form that goes away once it succeeds (the page changes or the dialog
+ * closes): `submit` runs `action` unless it runs already, and `busy` stays true after a
+ * success. A failure becomes `error` (worded by `explain`) and the form can be sent again. */
+export function useSubmit(
+  action: () => Promise<void>,
+  explain: (failure: unknown) => string = messageOf,
+): { busy: boolean; error: string; submit: (event: Event) => Promise<void> } {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState("");
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    if (busy) return;
+    setBusy(true);
+    setError("");
+    try {
+      await action();
+    } catch (failure) {
+      setError(explain(failure));
+      setBusy(false);
+    }
+  };
+  return { busy, error, submit };
+}
+
+interface WorkspaceWaitProps {
+  /** What useWorkspace (workspace.ts) reports. */
+  workspace: Workspace | undefined;
+  waking: boolean;
+  stopped: boolean;
+  /** Starts over (a new attempt of useWorkspace). */
+  onRetry: () => void;
+}
+
+/** The card a page shows until the person's workspace runs: its state in words, and Try again
+ * once the waiting has stopped on a failure. */
+export function WorkspaceWait({ workspace, waking, stopped, onRetry }: WorkspaceWaitProps) {
+  const { label, busy } = describe(workspace, waking, stopped);
+  return (
+    <div class="card">
+      <p class="state-line" role="status" aria-busy={busy}>
+        Workspace: {label}
+      </p>
+      {stopped && (
+        <button type="button" class="button" onClick={onRetry}>
+          Try again
+        </button>
+      )}
     </div>
   );
 }

@@ -373,13 +373,23 @@ export const scenarios = {
       await page.waitForURL(/\/files$/);
       await page.getByRole('button', { name: 'Clone a repository' }).click();
       await page.getByRole('textbox', { name: 'Repository' }).fill('src/mylib');
-      const answer = page.waitForResponse((r) => r.url().endsWith('/_tidepool/v1/GitClone'));
       await page.getByRole('button', { name: 'Clone', exact: true }).click();
-      const lines = (await (await answer).text()).trim().split('\n').map((l) => JSON.parse(l));
       const progress = page.getByTestId('clone-progress');
       await progress.and(page.locator('[data-state="done"]')).waitFor({ timeout: 30000 }).catch(async (e) => {
         throw new Error(`${e.message}; the page says: ${await progress.innerText().catch(() => '(nothing)')}`);
       });
+      // The wire format the page reads: ndjson progress lines ending with DONE (read here with
+      // fetch, into a second folder: Chromium does not keep a streamed body for the test to read).
+      const { workspaceId } = await ownWorkspace(page);
+      const lines = await page.evaluate(async (base) => {
+        const csrf = (document.cookie.match(/(?:^|; )(?:__Host-)?tidepool_csrf=([^;]+)/) || [])[1] || '';
+        const response = await fetch(`${base}/GitClone`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', Accept: 'application/x-ndjson', 'X-Tidepool-CSRF': csrf },
+          body: JSON.stringify({ repositoryUrl: 'src/mylib', destinationPath: 'mylib-wire' }),
+        });
+        return (await response.text()).trim().split('\n').map((l) => JSON.parse(l));
+      }, `/w/${workspaceId}/_tidepool/v1`);
       if (lines.length < 2 || lines.at(-1).phase !== 'GIT_CLONE_PHASE_DONE') {
         throw new Error(`unexpected GitClone stream: ${JSON.stringify(lines)}`);
       }

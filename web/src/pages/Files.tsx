@@ -13,8 +13,8 @@ import type { TargetedEvent } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, ApiError, apiStream, csrfToken, messageOf } from "../api";
 import { Link, navigate, useLocation } from "../router";
-import { ErrorMessage, Page } from "../ui";
-import { describe, supervisorBase, useWorkspace } from "../workspace";
+import { ErrorMessage, Page, WorkspaceWait } from "../ui";
+import { supervisorBase, useWorkspace } from "../workspace";
 
 type FileType = "FILE_TYPE_UNSPECIFIED" | "FILE_TYPE_REGULAR" | "FILE_TYPE_DIRECTORY" | "FILE_TYPE_SYMLINK" | "FILE_TYPE_OTHER";
 
@@ -831,22 +831,12 @@ export function FilesPage() {
   };
 
   const crumbs = folder ? folder.split("/") : [];
-  const { label, busy } = describe(workspace, waking, stopped);
   const shownError = error || progressError;
 
   return (
     <Page testId="files-page" title="Files" wide>
       {!workspaceId && (
-        <div class="card">
-          <p class="state-line" role="status" aria-busy={busy}>
-            Workspace: {label}
-          </p>
-          {stopped && (
-            <button type="button" class="button" onClick={() => setAttempt(attempt + 1)}>
-              Try again
-            </button>
-          )}
-        </div>
+        <WorkspaceWait workspace={workspace} waking={waking} stopped={stopped} onRetry={() => setAttempt(attempt + 1)} />
       )}
 
       <ErrorMessage message={shownError} />

@@ -6,8 +6,8 @@
 import { useState } from "preact/hooks";
 import { api, messageOf } from "../api";
 import { Link } from "../router";
-import { ErrorMessage, Page } from "../ui";
-import { agentHref, describe, previewUrl, supervisorBase, usePolling, useWorkspace } from "../workspace";
+import { ErrorMessage, Page, WorkspaceWait } from "../ui";
+import { agentHref, previewUrl, supervisorBase, usePolling, useWorkspace } from "../workspace";
 
 /** tidepool.supervisor.v1.ListeningPort */
 interface ListeningPort {
@@ -63,8 +63,6 @@ export function PreviewsPage({ previewDomain }: { previewDomain: string }) {
     [workspaceId, refresh],
   );
 
-  const { label, busy: starting } = describe(workspace, waking, stopped);
-
   return (
     <Page testId="previews-page" title="Previews" wide>
       <p>
@@ -73,16 +71,7 @@ export function PreviewsPage({ previewDomain }: { previewDomain: string }) {
       </p>
 
       {!workspaceId && (
-        <div class="card">
-          <p class="state-line" role="status" aria-busy={starting}>
-            Workspace: {label}
-          </p>
-          {stopped && (
-            <button type="button" class="button" onClick={() => setAttempt(attempt + 1)}>
-              Try again
-            </button>
-          )}
-        </div>
+        <WorkspaceWait workspace={workspace} waking={waking} stopped={stopped} onRetry={() => setAttempt(attempt + 1)} />
       )}
 
       <ErrorMessage message={error || progressError} />

@@ -4,7 +4,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, browserTimeZone, messageOf, type ListProvidersResponse, type Provider } from "../api";
 import { navigate } from "../router";
-import { ErrorMessage, Field, Page } from "../ui";
+import { ErrorMessage, Field, Page, useSubmit } from "../ui";
 
 const LOCAL = "PROVIDER_KIND_LOCAL";
 
@@ -115,22 +115,10 @@ function SignInOptions({ federated, local, inviteRequired, returnPath }: SignInO
 function PasswordForm({ returnPath }: { returnPath: string }) {
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState("");
-
-  const submit = async (event: Event) => {
-    event.preventDefault();
-    if (busy) return;
-    setBusy(true);
-    setError("");
-    try {
-      await api("/auth/password", { body: { email: email.trim(), password, timezone: browserTimeZone() || undefined } });
-      navigate(returnPath, { replace: true });
-    } catch (failure) {
-      setError(messageOf(failure));
-      setBusy(false);
-    }
-  };
+  const { busy, error, submit } = useSubmit(async () => {
+    await api("/auth/password", { body: { email: email.trim(), password, timezone: browserTimeZone() || undefined } });
+    navigate(returnPath, { replace: true });
+  });
 
   return (
     <form class="stack" onSubmit={submit} aria-busy={busy}>

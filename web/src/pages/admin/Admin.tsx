@@ -6,6 +6,7 @@
 import { useEffect } from "preact/hooks";
 import type { Session } from "../../api";
 import { navigate } from "../../router";
+import { LoadingPage } from "../../ui";
 import { NotFoundPage } from "../NotFound";
 import { AuditPage } from "./Audit";
 import { CapacityPage } from "./Capacity";
@@ -16,13 +17,7 @@ import { WorkspacesPage } from "./Workspaces";
 /** Goes to `to` at once, replacing the current history entry (Back skips it). */
 function Redirect({ to }: { to: string }) {
   useEffect(() => navigate(to, { replace: true }), [to]);
-  return (
-    <main id="main" class="page" aria-busy="true">
-      <p class="muted" role="status">
-        Loading…
-      </p>
-    </main>
-  );
+  return <LoadingPage />;
 }
 
 export function AdminPage({ path, session }: { path: string; session: Session }) {

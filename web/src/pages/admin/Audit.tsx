@@ -7,16 +7,28 @@
 import { useEffect, useState } from "preact/hooks";
 import type { TargetedEvent } from "preact";
 import { ApiError, messageOf } from "../../api";
-import { Link, navigate } from "../../router";
-import { ErrorMessage } from "../../ui";
+import { navigate } from "../../router";
+import { ErrorMessage, SelectField } from "../../ui";
 import { AdminFrame } from "./Frame";
-import { aborted, adminApi, personName, resolvePerson, TableScroll, useDirectory, useSearchParams, withQuery } from "./common";
+import {
+  aborted,
+  AdminTable,
+  adminApi,
+  FilterActions,
+  ListStatus,
+  personName,
+  resolvePerson,
+  useDirectory,
+  useSearchParams,
+  withQuery,
+} from "./common";
 import { formatTime, OUTCOMES, outcomeLabel, parseTime, plainCode, verifyFailureLabel } from "./format";
 import type { AuditEvent, AuditFilter, Outcome, QueryResponse, User, VerifyResponse } from "./types";
 
 const PAGE_SIZE = 50;
 const EXPORT_PAGE_SIZE = 1000;
 const EXPORT_MAX_EVENTS = 200_000;
+const COLUMNS = ["Time", "Who acted", "Action", "About", "Outcome", "Details"];
 
 /** Action prefixes offered while typing (any other dotted prefix works too). */
 const ACTION_SUGGESTIONS = [
@@ -246,7 +258,7 @@ export function AuditPage({ path }: { path: string }) {
     }
   };
 
-  const set = (field: Field) => (event: TargetedEvent<HTMLInputElement | HTMLSelectElement, Event>) =>
+  const set = (field: Field) => (event: TargetedEvent<HTMLInputElement, Event>) =>
     setDraft({ ...draft, [field]: event.currentTarget.value });
   const filtered = FIELDS.some((f) => filters[f]);
   const pageNumber = tokens.length;
@@ -308,17 +320,13 @@ export function AuditPage({ path }: { path: string }) {
             A workspace id (ws_…).
           </p>
         </div>
-        <div class="field">
-          <label for="audit-outcome">Outcome</label>
-          <select id="audit-outcome" value={draft.outcome} onChange={set("outcome")}>
-            <option value="">Any outcome</option>
-            {OUTCOMES.map((o) => (
-              <option key={o.value} value={o.value}>
-                {o.label}
-              </option>
-            ))}
-          </select>
-        </div>
+        <SelectField
+          id="audit-outcome"
+          label="Outcome"
+          value={draft.outcome}
+          options={[{ value: "", label: "Any outcome" }, ...OUTCOMES]}
+          onValue={(outcome) => setDraft({ ...draft, outcome })}
+        />
         <div class="field">
           <label for="audit-from">From</label>
           <input id="audit-from" type="datetime-local" value={draft.from} onInput={set("from")} />
@@ -327,16 +335,7 @@ export function AuditPage({ path }: { path: string }) {
           <label for="audit-to">Until</label>
           <input id="audit-to" type="datetime-local" value={draft.to} onInput={set("to")} />
         </div>
-        <div class="admin-filters__actions">
-          <button type="submit" class="button button--primary">
-            Apply filters
-          </button>
-          {filtered && (
-            <Link class="button" href={path}>
-              Clear
-            </Link>
-          )}
-        </div>
+        <FilterActions label="Apply filters" path={path} filtered={filtered} />
         {formError && (
           <div class="admin-filters__full">
             <ErrorMessage message={formError} />
@@ -370,45 +369,21 @@ export function AuditPage({ path }: { path: string }) {
       </div>
       {verification.status === "error" && <ErrorMessage message={verification.message} />}
 
-      {(load.status === "loading" || pending) && (
-        <p class="muted" role="status">
-          Loading the audit trail…
-        </p>
-      )}
-      {load.status === "error" && !pending && (
-        <div class="stack">
-          <ErrorMessage message={`The audit trail could not be read. ${load.message}`} />
-          <button type="button" class="button" onClick={() => setAttempt(attempt + 1)}>
-            Try again
-          </button>
-        </div>
-      )}
-      <p class="muted admin-count" role="status" data-testid="audit-count">
-        {count}
-      </p>
+      <ListStatus
+        load={load}
+        pending={pending}
+        loadingText="Loading the audit trail…"
+        failureText="The audit trail could not be read."
+        onRetry={() => setAttempt(attempt + 1)}
+        count={count}
+        countTestId="audit-count"
+      />
       {load.status === "ready" && load.events.length > 0 && (
-        <TableScroll labelId="audit-caption">
-          <table class="admin-table" data-testid="audit-table">
-            <caption id="audit-caption" class="visually-hidden">
-              Audit events, newest first
-            </caption>
-            <thead>
-              <tr>
-                <th scope="col">Time</th>
-                <th scope="col">Who acted</th>
-                <th scope="col">Action</th>
-                <th scope="col">About</th>
-                <th scope="col">Outcome</th>
-                <th scope="col">Details</th>
-              </tr>
-            </thead>
-            <tbody>
-              {load.events.map((event) => (
-                <EventRow key={event.sequence} event={event} directory={directory} />
-              ))}
-            </tbody>
-          </table>
-        </TableScroll>
+        <AdminTable name="audit" caption="Audit events, newest first" columns={COLUMNS}>
+          {load.events.map((event) => (
+            <EventRow key={event.sequence} event={event} directory={directory} />
+          ))}
+        </AdminTable>
       )}
       {load.status === "ready" && (pageNumber > 1 || load.nextPageToken) && (
         <nav class="admin-pager" aria-label="Audit pages">

@@ -4,9 +4,9 @@
 // with their reasons (ListDecisions, the newest 20).
 import { useEffect, useState } from "preact/hooks";
 import { messageOf } from "../../api";
-import { ErrorMessage } from "../../ui";
+import { SelectField } from "../../ui";
 import { AdminFrame } from "./Frame";
-import { aborted, adminApi, personName, TableScroll, useDirectory, When } from "./common";
+import { aborted, AdminTable, adminApi, LoadStatus, personName, useDirectory, When } from "./common";
 import {
   decisionActionLabel,
   decisionReasonLabel,
@@ -30,6 +30,8 @@ const HORIZONS = [
   { seconds: 24 * 3600, label: "the next 24 hours" },
   { seconds: 7 * 24 * 3600, label: "the next 7 days" },
 ];
+const DECISION_COLUMNS = ["When", "Workspace", "Decision", "Why"];
+const HORIZON_OPTIONS = HORIZONS.map((h) => ({ value: String(h.seconds), label: h.label.replace(/^the next/, "The next") }));
 
 type Load<T> = { status: "loading" } | { status: "error"; message: string } | { status: "ready"; value: T };
 
@@ -88,16 +90,13 @@ export function CapacityPage({ path }: { path: string }) {
   return (
     <AdminFrame path={path} testId="admin-capacity-page" title="Capacity">
       <div class="admin-filters">
-        <div class="field">
-          <label for="capacity-horizon">Plan for</label>
-          <select id="capacity-horizon" value={String(horizon)} onChange={(event) => setHorizon(Number(event.currentTarget.value))}>
-            {HORIZONS.map((h) => (
-              <option key={h.seconds} value={String(h.seconds)}>
-                {h.label.replace(/^the next/, "The next")}
-              </option>
-            ))}
-          </select>
-        </div>
+        <SelectField
+          id="capacity-horizon"
+          label="Plan for"
+          value={String(horizon)}
+          options={HORIZON_OPTIONS}
+          onValue={(value) => setHorizon(Number(value))}
+        />
         <div class="admin-filters__actions">
           <button type="button" class="button" onClick={() => setAttempt(attempt + 1)}>
             Refresh
@@ -107,92 +106,62 @@ export function CapacityPage({ path }: { path: string }) {
 
       <section class="admin-section" aria-labelledby="capacity-now-heading">
         <h2 id="capacity-now-heading">Workspaces now</h2>
-        {report.status === "loading" && (
-          <p class="muted" role="status">
-            Loading the capacity report…
-          </p>
-        )}
-        {report.status === "error" && (
-          <div class="stack">
-            <ErrorMessage message={`The capacity report could not be loaded. ${report.message}`} />
-            <button type="button" class="button" onClick={() => setAttempt(attempt + 1)}>
-              Try again
-            </button>
-          </div>
-        )}
+        <LoadStatus
+          load={report}
+          loadingText="Loading the capacity report…"
+          failureText="The capacity report could not be loaded."
+          onRetry={() => setAttempt(attempt + 1)}
+        />
         {report.status === "ready" && <Report report={report.value} horizonLabel={horizonLabel} />}
       </section>
 
       <section class="admin-section" aria-labelledby="capacity-policy-heading">
         <h2 id="capacity-policy-heading">When workspaces sleep</h2>
-        {policy.status === "loading" && (
-          <p class="muted" role="status">
-            Loading the idle policy…
-          </p>
-        )}
-        {policy.status === "error" && <ErrorMessage message={`The idle policy could not be loaded. ${policy.message}`} />}
+        <LoadStatus load={policy} loadingText="Loading the idle policy…" failureText="The idle policy could not be loaded." />
         {policy.status === "ready" && <Policy policy={policy.value} />}
       </section>
 
       <section class="admin-section" aria-labelledby="capacity-decisions-heading">
         <h2 id="capacity-decisions-heading">Latest decisions</h2>
-        {decisions.status === "loading" && (
-          <p class="muted" role="status">
-            Loading the decisions…
-          </p>
-        )}
-        {decisions.status === "error" && (
-          <ErrorMessage message={`The scaler's decisions could not be loaded. ${decisions.message}`} />
-        )}
+        <LoadStatus
+          load={decisions}
+          loadingText="Loading the decisions…"
+          failureText="The scaler's decisions could not be loaded."
+        />
         {decisions.status === "ready" && decisions.value.length === 0 && (
           <p class="muted">No decisions yet: the scaler has not put any workspace to sleep, woken one or kept one awake.</p>
         )}
         {decisions.status === "ready" && decisions.value.length > 0 && (
-          <TableScroll labelId="decisions-caption">
-            <table class="admin-table" data-testid="decisions-table">
-              <caption id="decisions-caption" class="visually-hidden">
-                The scaler's latest decisions, newest first
-              </caption>
-              <thead>
-                <tr>
-                  <th scope="col">When</th>
-                  <th scope="col">Workspace</th>
-                  <th scope="col">Decision</th>
-                  <th scope="col">Why</th>
-                </tr>
-              </thead>
-              <tbody>
-                {decisions.value.map((d) => (
-                  <tr key={d.decisionId}>
-                    <td>
-                      <When time={d.decideTime} />
-                    </td>
-                    <td>
-                      <span class="admin-line">{personName(directory, workspaceOwners.get(d.workspaceId ?? ""))}</span>
-                      <span class="admin-sub admin-mono">{d.workspaceId}</span>
-                    </td>
-                    <th scope="row">
-                      {decisionActionLabel(d.action)}
-                      {d.succeeded === false && (
-                        <span class="admin-sub admin-warn">Failed{d.errorCode ? `: ${plainCode(d.errorCode)}` : ""}</span>
-                      )}
-                    </th>
-                    <td>
-                      <span class="admin-line">
-                        {[
-                          decisionReasonLabel(d.reason),
-                          listed((d.keepAwakeReasons ?? []).map((r) => keepAwakeLabel(r).toLowerCase())),
-                        ]
-                          .filter(Boolean)
-                          .join(": ")}
-                      </span>
-                      {d.detail && <span class="admin-sub">{d.detail}</span>}
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </TableScroll>
+          <AdminTable name="decisions" caption="The scaler's latest decisions, newest first" columns={DECISION_COLUMNS}>
+            {decisions.value.map((d) => (
+              <tr key={d.decisionId}>
+                <td>
+                  <When time={d.decideTime} />
+                </td>
+                <td>
+                  <span class="admin-line">{personName(directory, workspaceOwners.get(d.workspaceId ?? ""))}</span>
+                  <span class="admin-sub admin-mono">{d.workspaceId}</span>
+                </td>
+                <th scope="row">
+                  {decisionActionLabel(d.action)}
+                  {d.succeeded === false && (
+                    <span class="admin-sub admin-warn">Failed{d.errorCode ? `: ${plainCode(d.errorCode)}` : ""}</span>
+                  )}
+                </th>
+                <td>
+                  <span class="admin-line">
+                    {[
+                      decisionReasonLabel(d.reason),
+                      listed((d.keepAwakeReasons ?? []).map((r) => keepAwakeLabel(r).toLowerCase())),
+                    ]
+                      .filter(Boolean)
+                      .join(": ")}
+                  </span>
+                  {d.detail && <span class="admin-sub">{d.detail}</span>}
+                </td>
+              </tr>
+            ))}
+          </AdminTable>
         )}
       </section>
     </AdminFrame>

@@ -6,9 +6,21 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { TargetedEvent } from "preact";
 import { api, messageOf, type ListProvidersResponse } from "../../api";
-import { ErrorMessage } from "../../ui";
+import { ErrorMessage, SelectField } from "../../ui";
 import { AdminFrame } from "./Frame";
-import { aborted, adminApi, byteLength, ConfirmDialog, personName, TableScroll, useDirectory, When } from "./common";
+import {
+  aborted,
+  AdminTable,
+  adminApi,
+  byteLength,
+  ConfirmDialog,
+  ListStatus,
+  personName,
+  ShowMore,
+  showing,
+  useDirectory,
+  When,
+} from "./common";
 import { inviteStateLabel } from "./format";
 import type {
   CreateInviteRequest,
@@ -21,13 +33,22 @@ import type {
 
 const PAGE_SIZE = 50;
 const DAY_MS = 86_400_000;
+/** How long a new invite is valid, in days. */
 const VALIDITY = [
-  { days: 1, label: "1 day" },
-  { days: 3, label: "3 days" },
-  { days: 7, label: "7 days" },
-  { days: 30, label: "30 days" },
-  { days: 90, label: "90 days (the longest)" },
+  { value: "1", label: "1 day" },
+  { value: "3", label: "3 days" },
+  { value: "7", label: "7 days" },
+  { value: "30", label: "30 days" },
+  { value: "90", label: "90 days (the longest)" },
 ];
+const STATES = [
+  { value: "", label: "All invites" },
+  { value: "INVITE_STATE_ACTIVE", label: "Active" },
+  { value: "INVITE_STATE_USED_UP", label: "Used up" },
+  { value: "INVITE_STATE_EXPIRED", label: "Expired" },
+  { value: "INVITE_STATE_REVOKED", label: "Revoked" },
+];
+const COLUMNS = ["Invite", "Who may use it", "Used", "State", "Created", "Expires", "Actions"];
 
 type Load =
   | { status: "loading" }
@@ -39,7 +60,6 @@ export function InvitesPage({ path }: { path: string }) {
   const [stateFilter, setStateFilter] = useState<InviteState | "">("");
   const [load, setLoad] = useState<Load>({ status: "loading" });
   const [attempt, setAttempt] = useState(0);
-  const [more, setMore] = useState<{ busy: boolean; error: string }>({ busy: false, error: "" });
   const [created, setCreated] = useState<{ code: string; invite: Invite } | null>(null);
   const [revoking, setRevoking] = useState<Invite | null>(null);
   const [notice, setNotice] = useState("");
@@ -58,7 +78,6 @@ export function InvitesPage({ path }: { path: string }) {
   useEffect(() => {
     const controller = new AbortController();
     setLoad({ status: "loading" });
-    setMore({ busy: false, error: "" });
     adminApi<ListInvitesResponse>(
       "auth",
       "ListInvites",
@@ -75,22 +94,16 @@ export function InvitesPage({ path }: { path: string }) {
   }, [stateFilter, attempt]);
 
   const showMore = async () => {
-    if (load.status !== "ready" || !load.nextPageToken || more.busy) return;
-    setMore({ busy: true, error: "" });
-    try {
-      const answer = await adminApi<ListInvitesResponse>("auth", "ListInvites", {
-        state: stateFilter || undefined,
-        page: { pageSize: PAGE_SIZE, pageToken: load.nextPageToken },
-      });
-      setLoad({
-        status: "ready",
-        invites: [...load.invites, ...(answer.invites ?? [])],
-        nextPageToken: answer.page?.nextPageToken ?? "",
-      });
-      setMore({ busy: false, error: "" });
-    } catch (failure) {
-      setMore({ busy: false, error: messageOf(failure) });
-    }
+    if (load.status !== "ready" || !load.nextPageToken) return;
+    const answer = await adminApi<ListInvitesResponse>("auth", "ListInvites", {
+      state: stateFilter || undefined,
+      page: { pageSize: PAGE_SIZE, pageToken: load.nextPageToken },
+    });
+    setLoad({
+      status: "ready",
+      invites: [...load.invites, ...(answer.invites ?? [])],
+      nextPageToken: answer.page?.nextPageToken ?? "",
+    });
   };
 
   const count =
@@ -100,9 +113,7 @@ export function InvitesPage({ path }: { path: string }) {
         ? stateFilter
           ? `No invite is ${inviteStateLabel(stateFilter).toLowerCase()}.`
           : "No invites yet. Create one above."
-        : `Showing ${load.invites.length} ${load.invites.length === 1 ? "invite" : "invites"}${
-            load.nextPageToken ? " (more below)" : ""
-          }.`;
+        : showing(load.invites.length, ["invite", "invites"], Boolean(load.nextPageToken));
 
   return (
     <AdminFrame path={path} testId="admin-invites-page" title="Invites">
@@ -131,131 +142,91 @@ export function InvitesPage({ path }: { path: string }) {
       <section class="admin-section" aria-labelledby="invites-heading">
         <h2 id="invites-heading">Invites so far</h2>
         <div class="admin-filters">
-          <div class="field">
-            <label for="invite-state">Show</label>
-            <select
-              id="invite-state"
-              value={stateFilter}
-              onChange={(event) => setStateFilter(event.currentTarget.value as InviteState | "")}
-            >
-              <option value="">All invites</option>
-              <option value="INVITE_STATE_ACTIVE">Active</option>
-              <option value="INVITE_STATE_USED_UP">Used up</option>
-              <option value="INVITE_STATE_EXPIRED">Expired</option>
-              <option value="INVITE_STATE_REVOKED">Revoked</option>
-            </select>
-          </div>
+          <SelectField
+            id="invite-state"
+            label="Show"
+            value={stateFilter}
+            options={STATES}
+            onValue={(value) => setStateFilter(value as InviteState | "")}
+          />
         </div>
         <p class="notice" role="status" data-testid="invites-notice">
           {notice}
         </p>
-        {load.status === "loading" && (
-          <p class="muted" role="status">
-            Loading the invites…
-          </p>
-        )}
-        {load.status === "error" && (
-          <div class="stack">
-            <ErrorMessage message={`The invites could not be listed. ${load.message}`} />
-            <button type="button" class="button" onClick={() => setAttempt(attempt + 1)}>
-              Try again
-            </button>
-          </div>
-        )}
-        <p class="muted admin-count" role="status" data-testid="invites-count">
-          {count}
-        </p>
+        <ListStatus
+          load={load}
+          loadingText="Loading the invites…"
+          failureText="The invites could not be listed."
+          onRetry={() => setAttempt(attempt + 1)}
+          count={count}
+          countTestId="invites-count"
+        />
         {load.status === "ready" && load.invites.length > 0 && (
-          <TableScroll labelId="invites-caption">
-            <table class="admin-table" data-testid="invites-table">
-              <caption id="invites-caption" class="visually-hidden">
-                Invites, newest first
-              </caption>
-              <thead>
-                <tr>
-                  <th scope="col">Invite</th>
-                  <th scope="col">Who may use it</th>
-                  <th scope="col">Used</th>
-                  <th scope="col">State</th>
-                  <th scope="col">Created</th>
-                  <th scope="col">Expires</th>
-                  <th scope="col">Actions</th>
-                </tr>
-              </thead>
-              <tbody>
-                {load.invites.map((invite) => (
-                  <tr
-                    key={invite.inviteId}
-                    data-testid="invite-row"
-                    data-invite-id={invite.inviteId}
-                    data-state={invite.state}
+          <AdminTable name="invites" caption="Invites, newest first" columns={COLUMNS}>
+            {load.invites.map((invite) => (
+              <tr
+                key={invite.inviteId}
+                data-testid="invite-row"
+                data-invite-id={invite.inviteId}
+                data-state={invite.state}
+              >
+                <th scope="row" class="admin-table__main">
+                  <span class="admin-strong">{invite.note || "No note"}</span>
+                  <span class="admin-sub admin-mono">{invite.inviteId}</span>
+                  {invite.codeFingerprint && (
+                    <span class="admin-sub">
+                      Code fingerprint <span class="admin-mono">{invite.codeFingerprint}</span>
+                    </span>
+                  )}
+                </th>
+                <td>
+                  {invite.boundEmail
+                    ? `Only ${invite.boundEmail}`
+                    : invite.boundDomain
+                      ? `Anyone at ${invite.boundDomain}`
+                      : "Anyone with the code"}
+                </td>
+                <td>
+                  {invite.useCount ?? 0} of {invite.maxUses ?? 1}
+                </td>
+                <td>
+                  <span
+                    class={`status-pill ${invite.state === "INVITE_STATE_ACTIVE" ? "status-pill--good" : "status-pill--neutral"}`}
+                    data-testid="invite-state"
                   >
-                    <th scope="row" class="admin-table__main">
-                      <span class="admin-strong">{invite.note || "No note"}</span>
-                      <span class="admin-sub admin-mono">{invite.inviteId}</span>
-                      {invite.codeFingerprint && (
-                        <span class="admin-sub">
-                          Code fingerprint <span class="admin-mono">{invite.codeFingerprint}</span>
-                        </span>
-                      )}
-                    </th>
-                    <td>
-                      {invite.boundEmail
-                        ? `Only ${invite.boundEmail}`
-                        : invite.boundDomain
-                          ? `Anyone at ${invite.boundDomain}`
-                          : "Anyone with the code"}
-                    </td>
-                    <td>
-                      {invite.useCount ?? 0} of {invite.maxUses ?? 1}
-                    </td>
-                    <td>
-                      <span
-                        class={`status-pill ${invite.state === "INVITE_STATE_ACTIVE" ? "status-pill--good" : "status-pill--neutral"}`}
-                        data-testid="invite-state"
-                      >
-                        {inviteStateLabel(invite.state)}
-                      </span>
-                    </td>
-                    <td>
-                      <When time={invite.createTime} />
-                      <span class="admin-sub">
-                        by {invite.createdByUserId ? personName(directory, invite.createdByUserId) : "the command line"}
-                      </span>
-                    </td>
-                    <td>
-                      <When time={invite.expireTime} />
-                    </td>
-                    <td>
-                      {invite.state === "INVITE_STATE_ACTIVE" ? (
-                        <button
-                          type="button"
-                          class="button button--small button--danger"
-                          onClick={() => {
-                            setNotice("");
-                            setRevoking(invite);
-                          }}
-                        >
-                          Revoke<span class="visually-hidden"> the invite {invite.note || invite.inviteId}</span>
-                        </button>
-                      ) : (
-                        <span class="muted">—</span>
-                      )}
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </TableScroll>
+                    {inviteStateLabel(invite.state)}
+                  </span>
+                </td>
+                <td>
+                  <When time={invite.createTime} />
+                  <span class="admin-sub">
+                    by {invite.createdByUserId ? personName(directory, invite.createdByUserId) : "the command line"}
+                  </span>
+                </td>
+                <td>
+                  <When time={invite.expireTime} />
+                </td>
+                <td>
+                  {invite.state === "INVITE_STATE_ACTIVE" ? (
+                    <button
+                      type="button"
+                      class="button button--small button--danger"
+                      onClick={() => {
+                        setNotice("");
+                        setRevoking(invite);
+                      }}
+                    >
+                      Revoke<span class="visually-hidden"> the invite {invite.note || invite.inviteId}</span>
+                    </button>
+                  ) : (
+                    <span class="muted">—</span>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </AdminTable>
         )}
-        {load.status === "ready" && load.nextPageToken && (
-          <div class="admin-more">
-            <button type="button" class="button" onClick={showMore} disabled={more.busy}>
-              {more.busy ? "Loading…" : "Show more invites"}
-            </button>
-            <ErrorMessage message={more.error} />
-          </div>
-        )}
+        {load.status === "ready" && load.nextPageToken && <ShowMore label="Show more invites" onMore={showMore} />}
       </section>
 
       {revoking && (
@@ -358,16 +329,7 @@ function CreateForm({ onCreated }: { onCreated: (answer: CreateInviteResponse) =
               onInput={(event) => setMaxUses(event.currentTarget.value)}
             />
           </div>
-          <div class="field">
-            <label for="invite-days">Valid for</label>
-            <select id="invite-days" value={days} onChange={(event) => setDays(event.currentTarget.value)}>
-              {VALIDITY.map((v) => (
-                <option key={v.days} value={String(v.days)}>
-                  {v.label}
-                </option>
-              ))}
-            </select>
-          </div>
+          <SelectField id="invite-days" label="Valid for" value={days} options={VALIDITY} onValue={setDays} />
         </div>
         <fieldset class="admin-fieldset">
           <legend>Who may use it</legend>

@@ -9,16 +9,20 @@ import type { TargetedEvent } from "preact";
 import type { Session } from "../../api";
 import { messageOf } from "../../api";
 import { Link, navigate } from "../../router";
-import { ErrorMessage } from "../../ui";
+import { SelectField } from "../../ui";
 import { AdminFrame } from "./Frame";
 import {
   aborted,
+  AdminTable,
   adminApi,
   byteLength,
   ConfirmDialog,
+  FilterActions,
+  ListStatus,
   ReasonField,
   Refusal,
-  TableScroll,
+  ShowMore,
+  showing,
   useSearchParams,
   When,
   withQuery,
@@ -36,6 +40,17 @@ import type {
 
 const PAGE_SIZE = 50;
 const MAX_REASON_BYTES = 512;
+const COLUMNS = ["Person", "Role", "State", "Last sign-in", "Workspace", "Actions"];
+const ROLES = [
+  { value: "", label: "Any role" },
+  { value: "ROLE_ADMIN", label: "Administrators" },
+  { value: "ROLE_USER", label: "Users" },
+];
+const STATES = [
+  { value: "", label: "Any state" },
+  { value: "USER_STATE_ACTIVE", label: "Active" },
+  { value: "USER_STATE_SUSPENDED", label: "Suspended" },
+];
 
 type Load =
   | { status: "loading" }
@@ -61,7 +76,6 @@ export function UsersPage({ path, session }: { path: string; session: Session })
   const [draftState, setDraftState] = useState<string>(state);
   const [load, setLoad] = useState<Load>({ status: "loading" });
   const [attempt, setAttempt] = useState(0);
-  const [more, setMore] = useState<{ busy: boolean; error: string }>({ busy: false, error: "" });
   const [workspaces, setWorkspaces] = useState<Map<string, AdminWorkspace>>(new Map());
   const [workspacesAttempt, setWorkspacesAttempt] = useState(0);
   const [action, setAction] = useState<Action | null>(null);
@@ -77,7 +91,6 @@ export function UsersPage({ path, session }: { path: string; session: Session })
   useEffect(() => {
     const controller = new AbortController();
     setLoad({ status: "loading" });
-    setMore({ busy: false, error: "" });
     adminApi<ListUsersResponse>(
       "auth",
       "ListUsers",
@@ -119,24 +132,18 @@ export function UsersPage({ path, session }: { path: string; session: Session })
   };
 
   const showMore = async () => {
-    if (load.status !== "ready" || !load.nextPageToken || more.busy) return;
-    setMore({ busy: true, error: "" });
-    try {
-      const answer = await adminApi<ListUsersResponse>("auth", "ListUsers", {
-        query: query || undefined,
-        role: role || undefined,
-        state: state || undefined,
-        page: { pageSize: PAGE_SIZE, pageToken: load.nextPageToken },
-      });
-      setLoad({
-        status: "ready",
-        users: [...load.users, ...(answer.users ?? [])],
-        nextPageToken: answer.page?.nextPageToken ?? "",
-      });
-      setMore({ busy: false, error: "" });
-    } catch (failure) {
-      setMore({ busy: false, error: messageOf(failure) });
-    }
+    if (load.status !== "ready" || !load.nextPageToken) return;
+    const answer = await adminApi<ListUsersResponse>("auth", "ListUsers", {
+      query: query || undefined,
+      role: role || undefined,
+      state: state || undefined,
+      page: { pageSize: PAGE_SIZE, pageToken: load.nextPageToken },
+    });
+    setLoad({
+      status: "ready",
+      users: [...load.users, ...(answer.users ?? [])],
+      nextPageToken: answer.page?.nextPageToken ?? "",
+    });
   };
 
   const replaced = (user: User | undefined) => {
@@ -157,7 +164,7 @@ export function UsersPage({ path, session }: { path: string; session: Session })
         ? filtered
           ? "No one matches this search."
           : "No one has an account yet."
-        : `Showing ${load.users.length} ${load.users.length === 1 ? "person" : "people"}${load.nextPageToken ? " (more below)" : ""}.`;
+        : showing(load.users.length, ["person", "people"], Boolean(load.nextPageToken));
 
   return (
     <AdminFrame path={path} testId="admin-users-page" title="Users">
@@ -178,95 +185,40 @@ export function UsersPage({ path, session }: { path: string; session: Session })
             Part of an e-mail address or name, or a user id.
           </p>
         </div>
-        <div class="field">
-          <label for="user-role">Role</label>
-          <select id="user-role" value={draftRole} onChange={(event) => setDraftRole(event.currentTarget.value)}>
-            <option value="">Any role</option>
-            <option value="ROLE_ADMIN">Administrators</option>
-            <option value="ROLE_USER">Users</option>
-          </select>
-        </div>
-        <div class="field">
-          <label for="user-state">State</label>
-          <select id="user-state" value={draftState} onChange={(event) => setDraftState(event.currentTarget.value)}>
-            <option value="">Any state</option>
-            <option value="USER_STATE_ACTIVE">Active</option>
-            <option value="USER_STATE_SUSPENDED">Suspended</option>
-          </select>
-        </div>
-        <div class="admin-filters__actions">
-          <button type="submit" class="button button--primary">
-            Search
-          </button>
-          {filtered && (
-            <Link class="button" href={path}>
-              Clear
-            </Link>
-          )}
-        </div>
+        <SelectField id="user-role" label="Role" value={draftRole} options={ROLES} onValue={setDraftRole} />
+        <SelectField id="user-state" label="State" value={draftState} options={STATES} onValue={setDraftState} />
+        <FilterActions label="Search" path={path} filtered={filtered} />
       </form>
 
       <p class="notice" role="status" data-testid="users-notice">
         {notice}
       </p>
 
-      {load.status === "loading" && (
-        <p class="muted" role="status">
-          Loading the people…
-        </p>
-      )}
-      {load.status === "error" && (
-        <div class="stack">
-          <ErrorMessage message={`The people could not be listed. ${load.message}`} />
-          <button type="button" class="button" onClick={() => setAttempt(attempt + 1)}>
-            Try again
-          </button>
-        </div>
-      )}
-      <p class="muted admin-count" role="status" data-testid="users-count">
-        {count}
-      </p>
+      <ListStatus
+        load={load}
+        loadingText="Loading the people…"
+        failureText="The people could not be listed."
+        onRetry={() => setAttempt(attempt + 1)}
+        count={count}
+        countTestId="users-count"
+      />
       {load.status === "ready" && load.users.length > 0 && (
-        <TableScroll labelId="users-caption">
-          <table class="admin-table" data-testid="users-table">
-            <caption id="users-caption" class="visually-hidden">
-              People with an account
-            </caption>
-            <thead>
-              <tr>
-                <th scope="col">Person</th>
-                <th scope="col">Role</th>
-                <th scope="col">State</th>
-                <th scope="col">Last sign-in</th>
-                <th scope="col">Workspace</th>
-                <th scope="col">Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {load.users.map((user) => (
-                <UserRow
-                  key={user.userId}
-                  user={user}
-                  self={user.userId === session.userId}
-                  workspace={workspaces.get(user.userId ?? "")}
-                  onAction={(kind) => {
-                    setNotice("");
-                    setAction({ kind, user });
-                  }}
-                />
-              ))}
-            </tbody>
-          </table>
-        </TableScroll>
+        <AdminTable name="users" caption="People with an account" columns={COLUMNS}>
+          {load.users.map((user) => (
+            <UserRow
+              key={user.userId}
+              user={user}
+              self={user.userId === session.userId}
+              workspace={workspaces.get(user.userId ?? "")}
+              onAction={(kind) => {
+                setNotice("");
+                setAction({ kind, user });
+              }}
+            />
+          ))}
+        </AdminTable>
       )}
-      {load.status === "ready" && load.nextPageToken && (
-        <div class="admin-more">
-          <button type="button" class="button" onClick={showMore} disabled={more.busy}>
-            {more.busy ? "Loading…" : "Show more people"}
-          </button>
-          <ErrorMessage message={more.error} />
-        </div>
-      )}
+      {load.status === "ready" && load.nextPageToken && <ShowMore label="Show more people" onMore={showMore} />}
 
       {action?.kind === "suspend" && (
         <SuspendDialog

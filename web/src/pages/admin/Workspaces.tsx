@@ -1,28 +1,32 @@
 // "/admin/workspaces": every workspace (ListWorkspaces, 25 at a time, filtered by state and
-// owner, the filters kept in the address) with its owner, state, health, resource use against
-// its limits (GetUsage per row, at most 4 calls at once), last activity and why it is awake
+// owner, the filters kept in the address) with its owner, state, health (as ListWorkspaces and
+// GetWorkspace report it), resource use against its limits (GetUsage per row, at most 4 calls at
+// once; the CPU load is the server's, cpuMillicores), last activity and why it is awake
 // (GetIdleStatus for the rows shown, in one call). Use and idle status refresh every 15 s while
-// the page is visible; CPU load is worked out from two samples of the CPU time when the server
-// does not report it. Stop, restart and delete ask first (delete: by typing the workspace id);
+// the page is visible. Stop, restart and delete ask first (delete: by typing the workspace id);
 // after an action the row follows the workspace (GetWorkspace every second) until it settles.
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { TargetedEvent } from "preact";
 import { ApiError, messageOf } from "../../api";
 import { Link, navigate } from "../../router";
-import { ErrorMessage } from "../../ui";
+import { ErrorMessage, SelectField } from "../../ui";
 import { pause } from "../../workspace";
 import { AdminFrame } from "./Frame";
 import {
   aborted,
+  AdminTable,
   adminApi,
   byteLength,
   ConfirmDialog,
   eachLimited,
+  FilterActions,
+  ListStatus,
   personName,
   ReasonField,
   Refusal,
   resolvePerson,
-  TableScroll,
+  ShowMore,
+  showing,
   useDirectory,
   useSearchParams,
   When,
@@ -58,6 +62,8 @@ const PAGE_SIZE = 25;
 const PARALLEL = 4;
 const REFRESH_MS = 15_000;
 const SETTLE_MS = 90_000;
+const STATES = [{ value: "", label: "All but deleted" }, ...WORKSPACE_STATES];
+const COLUMNS = ["Owner and workspace", "State", "Health", "CPU", "Memory", "Disk", "Last activity", "Why awake", "Actions"];
 
 type Load =
   | { status: "loading" }
@@ -67,7 +73,7 @@ type Load =
 interface Details {
   usage?: WorkspaceUsage;
   usageError?: string;
-  /** Recent CPU use, from the server or from two samples. */
+  /** Recent CPU use as the server measured it; undefined when the workspace was not running then. */
   cpuMillicores?: number;
   idle?: IdleStatus;
   idleError?: string;
@@ -87,14 +93,12 @@ export function WorkspacesPage({ path }: { path: string }) {
   const [draftOwner, setDraftOwner] = useState(ownerFilter);
   const [load, setLoad] = useState<Load>({ status: "loading" });
   const [attempt, setAttempt] = useState(0);
-  const [more, setMore] = useState<{ busy: boolean; error: string }>({ busy: false, error: "" });
   const [details, setDetails] = useState<Record<string, Details>>({});
   const [updated, setUpdated] = useState<Date | undefined>(undefined);
   const [action, setAction] = useState<Action | null>(null);
   const [busy, setBusy] = useState<Record<string, string>>({});
   const [rowErrors, setRowErrors] = useState<Record<string, string>>({});
   const [notice, setNotice] = useState("");
-  const samples = useRef(new Map<string, { cpuSeconds: number; at: number }>());
   const unmounted = useRef(new AbortController());
 
   useEffect(() => () => unmounted.current.abort(), []);
@@ -121,7 +125,6 @@ export function WorkspacesPage({ path }: { path: string }) {
     }
     const controller = new AbortController();
     setLoad({ status: "loading" });
-    setMore({ busy: false, error: "" });
     adminApi<ListWorkspacesResponse>("provisioner", "ListWorkspaces", request(""), controller.signal)
       .then((answer) => {
         setLoad({ status: "ready", workspaces: answer.workspaces ?? [], nextPageToken: answer.page?.nextPageToken ?? "" });
@@ -190,15 +193,8 @@ export function WorkspacesPage({ path }: { path: string }) {
       try {
         const answer = await adminApi<GetUsageResponse>("provisioner", "GetUsage", { workspaceId: id }, signal);
         const usage = answer.usage ?? {};
-        const cpuSeconds = parseDuration(usage.cpuTime) ?? 0;
-        const at = parseTime(usage.sampleTime)?.getTime() ?? Date.now();
-        let cpuMillicores: number | undefined = int(usage.cpuMillicores) || undefined;
-        const before = samples.current.get(id);
-        if (cpuMillicores === undefined && before && at > before.at && cpuSeconds >= before.cpuSeconds) {
-          cpuMillicores = ((cpuSeconds - before.cpuSeconds) / ((at - before.at) / 1000)) * 1000;
-        }
-        samples.current.set(id, { cpuSeconds, at });
-        if (answer.state !== "WORKSPACE_STATE_RUNNING") cpuMillicores = undefined;
+        // An idle workspace's 0 is left out of the answer, like every zero in protobuf JSON.
+        const cpuMillicores = answer.state === "WORKSPACE_STATE_RUNNING" ? int(usage.cpuMillicores) : undefined;
         merge(id, { usage, cpuMillicores, usageError: "" });
       } catch (failure) {
         if (!aborted(failure)) merge(id, { usageError: messageOf(failure) });
@@ -271,19 +267,13 @@ export function WorkspacesPage({ path }: { path: string }) {
   };
 
   const showMore = async () => {
-    if (load.status !== "ready" || !load.nextPageToken || more.busy) return;
-    setMore({ busy: true, error: "" });
-    try {
-      const answer = await adminApi<ListWorkspacesResponse>("provisioner", "ListWorkspaces", request(load.nextPageToken));
-      setLoad({
-        status: "ready",
-        workspaces: [...load.workspaces, ...(answer.workspaces ?? [])],
-        nextPageToken: answer.page?.nextPageToken ?? "",
-      });
-      setMore({ busy: false, error: "" });
-    } catch (failure) {
-      setMore({ busy: false, error: messageOf(failure) });
-    }
+    if (load.status !== "ready" || !load.nextPageToken) return;
+    const answer = await adminApi<ListWorkspacesResponse>("provisioner", "ListWorkspaces", request(load.nextPageToken));
+    setLoad({
+      status: "ready",
+      workspaces: [...load.workspaces, ...(answer.workspaces ?? [])],
+      nextPageToken: answer.page?.nextPageToken ?? "",
+    });
   };
 
   const filtered = Boolean(stateFilter || ownerFilter);
@@ -294,24 +284,12 @@ export function WorkspacesPage({ path }: { path: string }) {
         ? filtered
           ? "No workspace matches these filters."
           : "There are no workspaces yet. Each person gets one when they first sign in."
-        : `Showing ${load.workspaces.length} ${load.workspaces.length === 1 ? "workspace" : "workspaces"}${
-            load.nextPageToken ? " (more below)" : ""
-          }.`;
+        : showing(load.workspaces.length, ["workspace", "workspaces"], Boolean(load.nextPageToken));
 
   return (
     <AdminFrame path={path} testId="admin-workspaces-page" title="Workspaces">
       <form class="admin-filters" role="search" aria-label="Filter workspaces" onSubmit={apply}>
-        <div class="field">
-          <label for="workspace-state">State</label>
-          <select id="workspace-state" value={draftState} onChange={(event) => setDraftState(event.currentTarget.value)}>
-            <option value="">All but deleted</option>
-            {WORKSPACE_STATES.map((s) => (
-              <option key={s.value} value={s.value}>
-                {s.label}
-              </option>
-            ))}
-          </select>
-        </div>
+        <SelectField id="workspace-state" label="State" value={draftState} options={STATES} onValue={setDraftState} />
         <div class="field admin-filters__wide">
           <label for="workspace-owner">Owner</label>
           <input
@@ -327,91 +305,50 @@ export function WorkspacesPage({ path }: { path: string }) {
             Their e-mail address or user id. Empty shows everyone's.
           </p>
         </div>
-        <div class="admin-filters__actions">
-          <button type="submit" class="button button--primary">
-            Show
-          </button>
+        <FilterActions label="Show" path={path} filtered={filtered}>
           <button type="button" class="button" onClick={() => setAttempt(attempt + 1)}>
             Refresh
           </button>
-          {filtered && (
-            <Link class="button" href={path}>
-              Clear
-            </Link>
-          )}
-        </div>
+        </FilterActions>
       </form>
 
       <p class="notice" role="status" data-testid="workspaces-notice">
         {notice}
       </p>
-      {(load.status === "loading" || ownerPending) && (
-        <p class="muted" role="status">
-          Loading the workspaces…
-        </p>
-      )}
-      {load.status === "error" && !ownerPending && (
-        <div class="stack">
-          <ErrorMessage message={`The workspaces could not be listed. ${load.message}`} />
-          <button type="button" class="button" onClick={() => setAttempt(attempt + 1)}>
-            Try again
-          </button>
-        </div>
-      )}
-      <p class="muted admin-count" role="status" data-testid="workspaces-count">
-        {count}
-        {count && updated && load.status === "ready" && load.workspaces.length > 0
-          ? ` Use measured at ${formatTime(updated, true)}.`
-          : ""}
-      </p>
+      <ListStatus
+        load={load}
+        pending={ownerPending}
+        loadingText="Loading the workspaces…"
+        failureText="The workspaces could not be listed."
+        onRetry={() => setAttempt(attempt + 1)}
+        count={
+          count && updated && load.status === "ready" && load.workspaces.length > 0
+            ? `${count} Use measured at ${formatTime(updated, true)}.`
+            : count
+        }
+        countTestId="workspaces-count"
+      />
 
       {load.status === "ready" && load.workspaces.length > 0 && (
-        <TableScroll labelId="workspaces-caption">
-          <table class="admin-table" data-testid="workspaces-table">
-            <caption id="workspaces-caption" class="visually-hidden">
-              Workspaces, with their use and why they are awake
-            </caption>
-            <thead>
-              <tr>
-                <th scope="col">Owner and workspace</th>
-                <th scope="col">State</th>
-                <th scope="col">Health</th>
-                <th scope="col">CPU</th>
-                <th scope="col">Memory</th>
-                <th scope="col">Disk</th>
-                <th scope="col">Last activity</th>
-                <th scope="col">Why awake</th>
-                <th scope="col">Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {load.workspaces.map((workspace) => (
-                <WorkspaceRow
-                  key={workspace.workspaceId}
-                  workspace={workspace}
-                  owner={personName(directory, workspace.ownerUserId)}
-                  details={details[workspace.workspaceId ?? ""] ?? {}}
-                  busy={busy[workspace.workspaceId ?? ""] ?? ""}
-                  error={rowErrors[workspace.workspaceId ?? ""] ?? ""}
-                  onWake={() => wake(workspace)}
-                  onAction={(kind) => {
-                    setNotice("");
-                    setAction({ kind, workspace });
-                  }}
-                />
-              ))}
-            </tbody>
-          </table>
-        </TableScroll>
+        <AdminTable name="workspaces" caption="Workspaces, with their use and why they are awake" columns={COLUMNS}>
+          {load.workspaces.map((workspace) => (
+            <WorkspaceRow
+              key={workspace.workspaceId}
+              workspace={workspace}
+              owner={personName(directory, workspace.ownerUserId)}
+              details={details[workspace.workspaceId ?? ""] ?? {}}
+              busy={busy[workspace.workspaceId ?? ""] ?? ""}
+              error={rowErrors[workspace.workspaceId ?? ""] ?? ""}
+              onWake={() => wake(workspace)}
+              onAction={(kind) => {
+                setNotice("");
+                setAction({ kind, workspace });
+              }}
+            />
+          ))}
+        </AdminTable>
       )}
-      {load.status === "ready" && load.nextPageToken && (
-        <div class="admin-more">
-          <button type="button" class="button" onClick={showMore} disabled={more.busy}>
-            {more.busy ? "Loading…" : "Show more workspaces"}
-          </button>
-          <ErrorMessage message={more.error} />
-        </div>
-      )}
+      {load.status === "ready" && load.nextPageToken && <ShowMore label="Show more workspaces" onMore={showMore} />}
 
       {action && (
         <WorkspaceDialog
@@ -492,7 +429,9 @@ function WorkspaceRow({ workspace, owner, details, busy, error, onWake, onAction
         {changing && <span class="admin-sub">Going to: {workspaceStateLabel(workspace.desiredState).toLowerCase()}</span>}
         {reason && <span class="admin-sub">Why: {reason}</span>}
       </td>
-      <td>{running ? healthLabel(workspace.health) || <span class="muted">Not reported</span> : <span class="muted">—</span>}</td>
+      <td data-testid="workspace-health">
+        {running ? healthLabel(workspace.health) || <span class="muted">Not reported</span> : <span class="muted">—</span>}
+      </td>
       <td data-testid="workspace-cpu">
         {deleted ? (
           <span class="muted">—</span>

@@ -1,11 +1,12 @@
 // Pieces the administrator's pages share: the API call, the confirmation dialog, the table that
-// scrolls inside its own box, times shown in words, the directory of people (user id → e-mail)
-// and a helper that runs calls in parallel with a limit.
+// scrolls inside its own box, what a list says while it loads and its "Show more" button, times
+// shown in words, the directory of people (user id → e-mail) and a helper that runs calls in
+// parallel with a limit.
 import type { ComponentChildren } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, messageOf } from "../../api";
-import { useLocation } from "../../router";
-import { ErrorMessage } from "../../ui";
+import { Link, useLocation } from "../../router";
+import { ErrorMessage, useSubmit } from "../../ui";
 import { formatTime, parseTime, relativeTime } from "./format";
 import type { ListUsersResponse, User } from "./types";
 
@@ -136,14 +137,151 @@ export function When({ time, absolute }: { time: string | undefined; absolute?: 
   );
 }
 
-// ---- Tables
+// ---- Lists and tables
+
+interface AdminTableProps {
+  /** Names the table ("users": data-testid "users-table") and its caption ("users-caption"). */
+  name: string;
+  /** What the rows are; heard by screen readers only (the caption is visually hidden). */
+  caption: string;
+  /** The column headings. */
+  columns: string[];
+  /** The rows. */
+  children: ComponentChildren;
+}
 
 /** A table that scrolls sideways inside its own box (the page itself never does). The box is
  * focusable and named by the table's caption, so keyboard users can scroll it too. */
-export function TableScroll({ labelId, children }: { labelId: string; children: ComponentChildren }) {
+export function AdminTable({ name, caption, columns, children }: AdminTableProps) {
   return (
-    <div class="table-scroll" role="region" aria-labelledby={labelId} tabIndex={0}>
+    <div class="table-scroll" role="region" aria-labelledby={`${name}-caption`} tabIndex={0}>
+      <table class="admin-table" data-testid={`${name}-table`}>
+        <caption id={`${name}-caption`} class="visually-hidden">
+          {caption}
+        </caption>
+        <thead>
+          <tr>
+            {columns.map((column) => (
+              <th key={column} scope="col">
+                {column}
+              </th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>{children}</tbody>
+      </table>
+    </div>
+  );
+}
+
+interface LoadStatusProps {
+  /** How far the page has come reading it (each page's Load: its data when ready). */
+  load: { status: "loading" | "error" | "ready"; message?: string };
+  /** Something the reading waits for (a person typed as an e-mail address being looked up):
+   * counts as loading, and hides the failure of an earlier reading. */
+  pending?: boolean;
+  /** Said while it is read: "Loading the people…". */
+  loadingText: string;
+  /** Said before the server's reason when it could not be read: "The people could not be listed." */
+  failureText: string;
+  /** Reads it again; without it the failure is shown with no Try again button. */
+  onRetry?: () => void;
+}
+
+/** What a page says about something it reads from the server: "Loading …" while it does, or
+ * the failure (with Try again); nothing once it is read. */
+export function LoadStatus({ load, pending, loadingText, failureText, onRetry }: LoadStatusProps) {
+  const error = load.status === "error" && !pending ? `${failureText} ${load.message ?? ""}` : "";
+  return (
+    <>
+      {(load.status === "loading" || pending) && (
+        <p class="muted" role="status">
+          {loadingText}
+        </p>
+      )}
+      {error && !onRetry && <ErrorMessage message={error} />}
+      {error && onRetry && (
+        <div class="stack">
+          <ErrorMessage message={error} />
+          <button type="button" class="button" onClick={onRetry}>
+            Try again
+          </button>
+        </div>
+      )}
+    </>
+  );
+}
+
+/** LoadStatus for a list, then its count line: "Showing 2 people.", or that there are none. The
+ * line is on the page even while empty, so that screen readers hear it when it changes. */
+export function ListStatus({ count, countTestId, ...status }: LoadStatusProps & { count: string; countTestId: string }) {
+  return (
+    <>
+      <LoadStatus {...status} />
+      <p class="muted admin-count" role="status" data-testid={countTestId}>
+        {count}
+      </p>
+    </>
+  );
+}
+
+/** The buttons at the end of a filter form: `label` applies the filters, and Clear (a link to
+ * `path` without them) shows while any is set. `children` go between the two. */
+export function FilterActions({
+  label,
+  path,
+  filtered,
+  children,
+}: {
+  label: string;
+  path: string;
+  filtered: boolean;
+  children?: ComponentChildren;
+}) {
+  return (
+    <div class="admin-filters__actions">
+      <button type="submit" class="button button--primary">
+        {label}
+      </button>
       {children}
+      {filtered && (
+        <Link class="button" href={path}>
+          Clear
+        </Link>
+      )}
+    </div>
+  );
+}
+
+/** The count line of a list read a page at a time: (2, ["person", "people"], true) →
+ * "Showing 2 people (more below)." */
+export function showing(count: number, [one, many]: [string, string], more: boolean): string {
+  return `Showing ${count} ${count === 1 ? one : many}${more ? " (more below)" : ""}.`;
+}
+
+/** The button under a list read a page at a time: `onMore` reads the next page and adds it.
+ * While it does, the button says "Loading…"; a failure is shown under it, and the button
+ * stays for another try. */
+export function ShowMore({ label, onMore }: { label: string; onMore: () => Promise<void> }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState("");
+  const more = async () => {
+    if (busy) return;
+    setBusy(true);
+    setError("");
+    try {
+      await onMore();
+    } catch (failure) {
+      setError(messageOf(failure));
+    }
+    setBusy(false);
+  };
+  return (
+    <div class="admin-more">
+      <button type="button" class="button" onClick={more} disabled={busy}>
+        {busy ? "Loading…" : label}
+      </button>
+      <ErrorMessage message={error} />
     </div>
   );
 }
@@ -186,8 +324,13 @@ export function ConfirmDialog({
   testId,
 }: ConfirmDialogProps) {
   const dialog = useRef<HTMLDialogElement>(null);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState("");
+  const { busy, error, submit } = useSubmit(
+    async () => {
+      await onConfirm();
+      onClose();
+    },
+    (failure) => (failure instanceof Refusal ? failure.message : messageOf(failure)),
+  );
   const ids = useRef(`dialog-${Math.random().toString(36).slice(2, 10)}`);
 
   useEffect(() => {
@@ -202,20 +345,6 @@ export function ConfirmDialog({
       }, 0);
     };
   }, []);
-
-  const submit = async (event: Event) => {
-    event.preventDefault();
-    if (busy) return;
-    setBusy(true);
-    setError("");
-    try {
-      await onConfirm();
-      onClose();
-    } catch (failure) {
-      setError(failure instanceof Refusal ? failure.message : messageOf(failure));
-      setBusy(false);
-    }
-  };
 
   const onCancel = (event: Event) => {
     // Escape: closes unless the action is under way.
