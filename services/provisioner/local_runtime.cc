@@ -962,12 +962,14 @@ absl::Status LocalRuntime::Create(const SandboxSpec& spec) {
   } else if (!is_new) {
     return existing.status();
   }
+  const bool running = existing.ok() && IsRunning(record);
   record.spec = spec;
   if (!options_.volume_images_dir.empty() && spec.limits.disk_bytes > 0) {
     const uint32_t uid = options_.sandbox_host_uid >= 0 ? options_.sandbox_host_uid : ::geteuid();
     const uint32_t gid = options_.sandbox_host_gid >= 0 ? options_.sandbox_host_gid : ::getegid();
     absl::Status mounted = EnsureImageVolume(ImagePath(spec.workspace_id), spec.volume_dir,
-                                             spec.limits.disk_bytes, uid, gid);
+                                             spec.limits.disk_bytes, uid, gid,
+                                             /*may_remount=*/!running);
     if (absl::IsFailedPrecondition(mounted)) {
       LogInfo("the volume predates hard quotas; it keeps the soft quota",
               {{"workspace_id", spec.workspace_id}});

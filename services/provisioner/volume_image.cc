@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "lib/status_macros.h"
 
 extern char** environ;
 
@@ -23,7 +24,9 @@ constexpr int64_t kMinBytes = 16LL << 20;
 
 // Runs `argv` (an absolute program path first) and waits; its output goes to a pipe whose
 // last 2 KiB are returned in the error.
-absl::Status Run(const std::vector<std::string>& argv) {
+// Runs `argv`; an exit status above `ok_exit_max` (or a signal) is UNAVAILABLE with the tail of
+// its output.
+absl::Status Run(const std::vector<std::string>& argv, int ok_exit_max = 0) {
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) return absl::UnavailableError("pipe failed");
   posix_spawn_file_actions_t actions;
@@ -52,7 +55,7 @@ absl::Status Run(const std::vector<std::string>& argv) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+  if (!WIFEXITED(status) || WEXITSTATUS(status) > ok_exit_max) {
     while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
     return absl::UnavailableError(absl::StrCat(argv[0], " failed: ", output));
   }
@@ -67,12 +70,27 @@ std::string FindTool(const char* name) {
   return "";
 }
 
+// Grows the (unmounted) image to `bytes` when the quota was raised: the file, a forced check
+// (exit 1 means it corrected something, which is fine), then the file system. A lowered
+// quota is not applied to an existing volume: shrinking could lose data.
+absl::Status GrowIfSmaller(const std::string& image, int64_t bytes) {
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(image, ec);
+  if (ec || size >= static_cast<uintmax_t>(bytes)) return absl::OkStatus();
+  if (::truncate(image.c_str(), bytes) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot grow ", image, ": ", std::strerror(errno)));
+  }
+  TP_RETURN_IF_ERROR(Run({FindTool("e2fsck"), "-f", "-p", image}, /*ok_exit_max=*/1));
+  return Run({FindTool("resize2fs"), image});
+}
+
 }  // namespace
 
 bool ImageVolumesSupported() {
   return ::geteuid() == 0 && ::access("/dev/loop-control", R_OK | W_OK) == 0 &&
          !FindTool("mkfs.ext4").empty() && !FindTool("mount").empty() &&
-         !FindTool("umount").empty();
+         !FindTool("umount").empty() && !FindTool("e2fsck").empty() &&
+         !FindTool("resize2fs").empty();
 }
 
 bool IsMountPoint(const std::string& dir) {
@@ -83,12 +101,17 @@ bool IsMountPoint(const std::string& dir) {
 }
 
 absl::Status EnsureImageVolume(const std::string& image, const std::string& mount_dir,
-                               int64_t bytes, uint32_t uid, uint32_t gid) {
+                               int64_t bytes, uint32_t uid, uint32_t gid, bool may_remount) {
   if (bytes < kMinBytes) {
     return absl::InvalidArgumentError("an image volume needs a quota of at least 16 MiB");
   }
-  if (IsMountPoint(mount_dir)) return absl::OkStatus();
   std::error_code ec;
+  if (IsMountPoint(mount_dir)) {
+    const uintmax_t size = std::filesystem::file_size(image, ec);
+    if (!may_remount || ec || size >= static_cast<uintmax_t>(bytes)) return absl::OkStatus();
+    // A raised quota: grown while nothing uses the volume (still in use: at a later start).
+    if (!Run({FindTool("umount"), mount_dir}).ok()) return absl::OkStatus();
+  }
   const bool have_image = std::filesystem::exists(image, ec);
   if (!have_image && std::filesystem::exists(mount_dir, ec) &&
       !std::filesystem::is_empty(mount_dir, ec)) {
@@ -116,6 +139,7 @@ absl::Status EnsureImageVolume(const std::string& image, const std::string& moun
     std::filesystem::rename(partial, image, ec);
     if (ec) return absl::UnavailableError(absl::StrCat("cannot rename ", partial, ": ", ec.message()));
   }
+  TP_RETURN_IF_ERROR(GrowIfSmaller(image, bytes));
   std::filesystem::create_directories(mount_dir, ec);
   absl::Status mounted =
       Run({FindTool("mount"), "-o", "loop,nosuid,nodev,noatime", image, mount_dir});

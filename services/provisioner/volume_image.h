@@ -14,17 +14,20 @@
 
 namespace tidepool::provisioner {
 
-// True when this process can make and mount image volumes: root, /dev/loop-control, mkfs.ext4
-// and mount.
+// True when this process can make, mount and grow image volumes: root, /dev/loop-control,
+// mkfs.ext4, mount, umount, e2fsck and resize2fs.
 bool ImageVolumesSupported();
 
 // Makes `image` (a sparse file of `bytes`, formatted ext4 with no reserved blocks, root dir
 // owned by `uid`:`gid`) if it does not exist, and mounts it at `mount_dir` unless something
-// already is. FAILED_PRECONDITION if `mount_dir` holds files but is not yet backed by an
+// already is. An image smaller than `bytes` (the quota was raised) is grown to it before it is
+// mounted; one already mounted is unmounted for that first when `may_remount` (nothing runs on
+// the volume) and the unmount succeeds, else it grows at a later call. A larger image is kept
+// as it is (shrinking could lose data). FAILED_PRECONDITION if `mount_dir` holds files but is not yet backed by an
 // image (a volume made before quotas were on stays as it is), UNAVAILABLE if a tool fails
 // (its message included), INVALID_ARGUMENT for a quota under 16 MiB.
 absl::Status EnsureImageVolume(const std::string& image, const std::string& mount_dir,
-                               int64_t bytes, uint32_t uid, uint32_t gid);
+                               int64_t bytes, uint32_t uid, uint32_t gid, bool may_remount);
 
 // Unmounts `mount_dir` if it is a mount point and removes `image`. Missing is fine.
 absl::Status ReleaseImageVolume(const std::string& image, const std::string& mount_dir);

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -682,6 +683,21 @@ exec sleep 1000
   ASSERT_THAT(runtime_->Stop(spec.workspace_id, absl::Seconds(2)), IsOk());
   ASSERT_THAT(runtime_->Create(spec), IsOk());
   EXPECT_EQ(std::filesystem::file_size(spec.volume_dir + "/first"), 20u << 20);
+  // A raised quota grows the stopped volume, keeping its files; a lowered one is not applied.
+  auto capacity = [&] {
+    struct statvfs fs {};
+    EXPECT_EQ(::statvfs(spec.volume_dir.c_str(), &fs), 0);
+    return static_cast<int64_t>(fs.f_blocks * fs.f_frsize);
+  };
+  EXPECT_LE(capacity(), 32LL << 20);
+  spec.limits.disk_bytes = 96LL << 20;
+  ASSERT_THAT(runtime_->Create(spec), IsOk());
+  EXPECT_TRUE(IsMountPoint(spec.volume_dir));
+  EXPECT_GT(capacity(), 80LL << 20);
+  EXPECT_EQ(std::filesystem::file_size(spec.volume_dir + "/first"), 20u << 20);
+  spec.limits.disk_bytes = 32LL << 20;
+  ASSERT_THAT(runtime_->Create(spec), IsOk());
+  EXPECT_GT(capacity(), 80LL << 20);
   ASSERT_THAT(runtime_->Delete(spec.workspace_id), IsOk());
   EXPECT_FALSE(IsMountPoint(spec.volume_dir));
   EXPECT_FALSE(std::filesystem::exists(options_.volume_images_dir + "/" + spec.workspace_id + ".img"));
