@@ -80,37 +80,6 @@ std::vector<v1::ScheduledJob> Finish(std::vector<v1::ScheduledJob> in,
   return jobs;
 }
 
-}  // namespace
-
-absl::StatusOr<std::vector<v1::ScheduledJob>> ReadScheduledJobs(const SafeRoot& root,
-                                                                const std::string& path,
-                                                                const std::string& default_timezone,
-                                                                absl::Time now) {
-  absl::StatusOr<std::optional<ScopedFd>> fd = OpenStore(root, path);
-  if (!fd.ok()) return fd.status();
-  if (!fd->has_value()) return std::vector<v1::ScheduledJob>();
-  std::optional<std::string> text = ReadToEnd((*fd)->get(), kMaxStoreBytes);
-  if (!text.has_value()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the schedule store ", path, " cannot be read or is over 4 MiB"));
-  }
-  v1::ScheduleStore store;
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = true;  // the tool may keep its own fields
-  if (auto parsed = google::protobuf::util::JsonStringToMessage(*text, &store, options);
-      !parsed.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("the schedule store ", path, " is not valid: ",
-                                                   std::string(parsed.message())));
-  }
-  std::vector<v1::ScheduledJob> jobs(store.mutable_jobs()->begin(), store.mutable_jobs()->end());
-  return Finish(std::move(jobs), default_timezone, now);
-}
-
-}  // namespace tidepool::supervisor
-
-namespace tidepool::supervisor {
-namespace {
-
 // "every 1h30m" for an interval in milliseconds (whole seconds; at least 1 s).
 std::string EveryFromMillis(int64_t ms) {
   int64_t seconds = std::max<int64_t>(1, ms / 1000);
@@ -178,6 +147,30 @@ v1::JobRunResult OpenClawRunResult(const std::string& status) {
 
 }  // namespace
 
+absl::StatusOr<std::vector<v1::ScheduledJob>> ReadScheduledJobs(const SafeRoot& root,
+                                                                const std::string& path,
+                                                                const std::string& default_timezone,
+                                                                absl::Time now) {
+  absl::StatusOr<std::optional<ScopedFd>> fd = OpenStore(root, path);
+  if (!fd.ok()) return fd.status();
+  if (!fd->has_value()) return std::vector<v1::ScheduledJob>();
+  std::optional<std::string> text = ReadToEnd((*fd)->get(), kMaxStoreBytes);
+  if (!text.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the schedule store ", path, " cannot be read or is over 4 MiB"));
+  }
+  v1::ScheduleStore store;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;  // the tool may keep its own fields
+  if (auto parsed = google::protobuf::util::JsonStringToMessage(*text, &store, options);
+      !parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("the schedule store ", path, " is not valid: ",
+                                                   std::string(parsed.message())));
+  }
+  std::vector<v1::ScheduledJob> jobs(store.mutable_jobs()->begin(), store.mutable_jobs()->end());
+  return Finish(std::move(jobs), default_timezone, now);
+}
+
 absl::StatusOr<std::vector<v1::ScheduledJob>> ReadOpenClawJobs(const SafeRoot& root,
                                                                const std::string& path,
                                                                const std::string& default_timezone,
@@ -231,3 +224,4 @@ absl::StatusOr<std::vector<v1::ScheduledJob>> ReadOpenClawJobs(const SafeRoot& r
 }
 
 }  // namespace tidepool::supervisor
+
