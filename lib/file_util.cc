@@ -24,11 +24,18 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   return buffer.str();
 }
 
-absl::Status WriteFileAtomically(const std::string& path, const std::string& data, mode_t mode) {
+absl::Status WriteFileAtomically(const std::string& path, const std::string& data, mode_t mode,
+                                 int gid) {
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) {
     return absl::UnavailableError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
+  }
+  if (gid >= 0 && ::fchown(fd, static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return absl::UnavailableError(absl::StrCat("cannot set the group of ", tmp, ": ", std::strerror(err)));
   }
   ::fchmod(fd, mode);
   size_t off = 0;

@@ -40,6 +40,27 @@ std::string CheckPath(const std::string& value) {
   return "";
 }
 
+// A user name as useradd accepts it, or "uid:gid" with neither 0.
+std::string CheckSandboxUser(const std::string& value) {
+  if (value.empty()) return "";
+  if (const size_t colon = value.find(':'); colon != std::string::npos) {
+    int uid = 0;
+    int gid = 0;
+    if (absl::SimpleAtoi(value.substr(0, colon), &uid) &&
+        absl::SimpleAtoi(value.substr(colon + 1), &gid) && uid > 0 && gid > 0) {
+      return "";
+    }
+    return absl::StrCat("must be a user name or uid:gid (neither 0), got \"", value, "\"");
+  }
+  const bool name = value.size() <= 32 &&
+                    (std::islower(static_cast<unsigned char>(value[0])) || value[0] == '_') &&
+                    value.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") ==
+                        std::string::npos;
+  return name && value != "root"
+             ? ""
+             : absl::StrCat("must be a user name other than root, or uid:gid, got \"", value, "\"");
+}
+
 void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
   schema.String("platform.data_dir", &config.data_dir, CheckPath);
   schema.Duration("platform.shutdown_grace", &config.shutdown_grace, absl::ZeroDuration(),
@@ -79,6 +100,8 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
   schema.Int("provisioner.cpu_millicores", &config.provisioner.cpu_millicores, 100, 256000);
   schema.Int("provisioner.disk_quota_mib", &config.provisioner.disk_quota_mib, 64, 1 << 30);
   schema.Bool("provisioner.hard_disk_quota", &config.provisioner.hard_disk_quota);
+  schema.String("provisioner.sandbox_user", &config.provisioner.sandbox_user,
+                [](const std::string& v) { return CheckSandboxUser(v); });
   schema.StringList("proxy.egress_allowlist", &config.proxy.egress_allowlist,
                     [](const std::string& v) -> std::string {
                       const size_t colon = v.rfind(':');

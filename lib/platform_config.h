@@ -92,6 +92,11 @@ struct ProvisionerConfig {
   // Enforce disk_quota_mib in the file system: each volume is its own ext4 image, loop-mounted
   // (needs root and loop devices; otherwise, or when false, only the file API enforces it).
   bool hard_disk_quota = true;
+  // The host user sandboxes run as when the provisioner runs as root: a user name, or
+  // "uid:gid". scripts/setup creates the default user (a system user without a shell or home).
+  // Empty: a root provisioner's sandboxes run as host uid 0 without capabilities (not
+  // recommended). Ignored by a provisioner that is not root: its sandboxes run as its own uid.
+  std::string sandbox_user = "tidepool-sandbox";
 };
 
 struct ProxyConfig {

@@ -4,9 +4,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -403,7 +406,13 @@ struct LaunchReport {
   int err = 0;
   int pid = 0;
 };
-enum LaunchStage { kStageFork = 1, kStageCgroup = 2, kStageCredentials = 3, kStageExec = 4 };
+enum LaunchStage {
+  kStageFork = 1,
+  kStageCgroup = 2,
+  kStageCredentials = 3,
+  kStageExec = 4,
+  kStageMounts = 5
+};
 
 const char* StageName(int stage) {
   switch (stage) {
@@ -415,6 +424,8 @@ const char* StageName(int stage) {
       return "switching to the sandbox host uid";
     case kStageExec:
       return "exec of bwrap";
+    case kStageMounts:
+      return "staging the sandbox's bind sources";
     default:
       return "launch";
   }
@@ -438,6 +449,16 @@ struct LaunchPlan {
   std::vector<char*> argv;  // bwrap --args N, null-terminated
   std::vector<char*> envp;  // null-terminated
   std::vector<const char*> cgroup_procs;
+  // Set when bwrap runs as another host uid (sandbox_host_uid): each source is bound at its
+  // target in a private mount namespace (a tmpfs at stage_dir), so bwrap reaches it whatever
+  // the permissions of the directories above it (a data dir under /root, a 0700 temp dir).
+  struct StagedBind {
+    const char* source;
+    const char* target;
+    bool dir;
+  };
+  const char* stage_dir = nullptr;
+  std::vector<StagedBind> staged;
   int uid = -1;
   int gid = -1;
   // source fd -> target fd in bwrap (0..kLastTarget); the report fd is the last and stays
@@ -466,6 +487,29 @@ struct LaunchPlan {
       ::_exit(126);
     }
     ::close(fd);
+  }
+  if (plan.stage_dir != nullptr) {
+    // Slave, so nothing mounted here reaches the host (and the host's unmounts still arrive).
+    if (::unshare(CLONE_NEWNS) != 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0 ||
+        ::mount("tidepool-stage", plan.stage_dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                "mode=0755,size=64k") != 0) {
+      Report(report_fd, 2, kStageMounts, errno, 0);
+      ::_exit(126);
+    }
+    for (const LaunchPlan::StagedBind& bind : plan.staged) {
+      int made = 0;
+      if (bind.dir) {
+        made = ::mkdir(bind.target, 0755);
+      } else {
+        const int fd = ::open(bind.target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        made = fd < 0 ? -1 : ::close(fd);
+      }
+      if (made != 0 || ::mount(bind.source, bind.target, nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+        Report(report_fd, 2, kStageMounts, errno, 0);
+        ::_exit(126);
+      }
+    }
   }
   if (plan.uid >= 0) {
     // Raw syscalls: only this (single) thread exists, and glibc's set*id broadcast is not
@@ -502,6 +546,31 @@ struct LaunchPlan {
   ::execve(plan.bwrap, plan.argv.data(), plan.envp.data());
   Report(plan.report_target, 2, kStageExec, errno, 0);
   ::_exit(127);
+}
+
+// A volume whose top directory another host uid owns (its sandboxes ran as root before
+// provisioner.sandbox_user, or as another user) is handed to `uid` whole, once: otherwise its
+// files show as nobody's inside and cannot be written. Symlinks are changed, never followed.
+absl::Status AdoptVolume(const std::string& volume_dir, uid_t uid, gid_t gid) {
+  struct stat st {};
+  if (::lstat(volume_dir.c_str(), &st) != 0 || st.st_uid == uid) return absl::OkStatus();
+  std::error_code ec;
+  int64_t changed = 0;
+  for (std::filesystem::recursive_directory_iterator it(volume_dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (::lchown(it->path().c_str(), uid, gid) == 0) ++changed;
+  }
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot hand the volume ", volume_dir, " to the sandbox user: ", ec.message()));
+  }
+  if (::lchown(volume_dir.c_str(), uid, gid) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot chown ", volume_dir, ": ", Errno(errno)));
+  }
+  LogInfo("handed a volume to the sandbox user",
+          {{"volume_dir", volume_dir}, {"from_uid", static_cast<int64_t>(st.st_uid)},
+           {"to_uid", static_cast<int64_t>(uid)}, {"entries", changed}});
+  return absl::OkStatus();
 }
 
 std::string PasswdFor() {
@@ -738,6 +807,37 @@ class LocalRuntime::WorkspaceLock {
 
 // ---------------------------------------------------------------------------------------------
 
+absl::StatusOr<SandboxHostUser> ResolveSandboxHostUser(const std::string& user) {
+  SandboxHostUser resolved;
+  if (const size_t colon = user.find(':'); colon != std::string::npos) {
+    if (!absl::SimpleAtoi(user.substr(0, colon), &resolved.uid) ||
+        !absl::SimpleAtoi(user.substr(colon + 1), &resolved.gid)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("provisioner.sandbox_user \"", user, "\" is not a user name or uid:gid"));
+    }
+  } else {
+    struct passwd entry {};
+    struct passwd* found = nullptr;
+    std::vector<char> buffer(16384);
+    if (::getpwnam_r(user.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+        found == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "provisioner.sandbox_user \"", user,
+          "\" does not exist on this host: the provisioner runs as root and never runs sandboxes "
+          "as root. Create the user (scripts/setup does: useradd --system --user-group "
+          "--no-create-home --shell /usr/sbin/nologin ",
+          user, ") or name another one"));
+    }
+    resolved.uid = found->pw_uid;
+    resolved.gid = found->pw_gid;
+  }
+  if (resolved.uid == 0 || resolved.gid == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("provisioner.sandbox_user \"", user, "\" is root; name an unprivileged user"));
+  }
+  return resolved;
+}
+
 absl::StatusOr<std::unique_ptr<LocalRuntime>> LocalRuntime::Open(
     const LocalRuntimeOptions& options) {
   if (!IsNormalAbsolutePath(options.state_dir) || options.state_dir == "/") {
@@ -748,6 +848,13 @@ absl::StatusOr<std::unique_ptr<LocalRuntime>> LocalRuntime::Open(
   }
   if (options.sandbox_host_uid >= 0 && ::geteuid() != 0) {
     return absl::FailedPreconditionError("sandbox_host_uid needs a provisioner running as root");
+  }
+  if (options.sandbox_host_uid >= 0) {
+    if (!IsNormalAbsolutePath(options.stage_dir) || options.stage_dir == "/") {
+      return absl::InvalidArgumentError("stage_dir must be a normalised absolute path");
+    }
+    // Stays empty on the host: each launch mounts its own tmpfs here in a private namespace.
+    TP_RETURN_IF_ERROR(EnsureDir(options.stage_dir, 0755));
   }
   if (::access(options.bwrap_path.c_str(), X_OK) != 0) {
     return absl::FailedPreconditionError(
@@ -977,6 +1084,10 @@ absl::Status LocalRuntime::Create(const SandboxSpec& spec) {
       return mounted;
     }
   }
+  if (options_.sandbox_host_uid >= 0) {
+    TP_RETURN_IF_ERROR(AdoptVolume(spec.volume_dir, static_cast<uid_t>(options_.sandbox_host_uid),
+                                   static_cast<gid_t>(options_.sandbox_host_gid)));
+  }
   for (const std::string& dir : {spec.volume_dir, spec.socket_dir}) {
     TP_RETURN_IF_ERROR(EnsureDir(dir, 0700));
     if (::chmod(dir.c_str(), 0700) != 0) {
@@ -1080,7 +1191,25 @@ absl::Status LocalRuntime::Launch(Record& record) {
   const BwrapFds targets;
   constexpr int kArgsTarget = 9;
   constexpr int kReportTarget = 10;
-  std::vector<std::string> argv = BuildBwrapArgv(options_.bwrap_path, spec, targets);
+  // Run as another host uid, bwrap finds the bind sources staged by the launch child (see
+  // LaunchPlan::StagedBind) instead of at their host paths.
+  SandboxSpec bwrap_spec = spec;
+  std::vector<std::pair<std::string, std::string>> staged;  // source, target
+  std::vector<bool> staged_dirs;
+  if (options_.sandbox_host_uid >= 0) {
+    auto stage = [&](std::string& path) {
+      std::string target = absl::StrCat(options_.stage_dir, "/", staged.size());
+      std::error_code ec;
+      staged_dirs.push_back(std::filesystem::is_directory(path, ec));
+      staged.emplace_back(path, target);
+      path = std::move(target);
+    };
+    for (auto& bind : bwrap_spec.ro_binds) stage(bind.first);
+    stage(bwrap_spec.volume_dir);
+    stage(bwrap_spec.socket_dir);
+    if (!bwrap_spec.stamp_dir.empty()) stage(bwrap_spec.stamp_dir);
+  }
+  std::vector<std::string> argv = BuildBwrapArgv(options_.bwrap_path, bwrap_spec, targets);
   // The options (with the env values) go through the fd; "--" and the entry's argv must stay
   // on the command line, where bwrap looks for the command.
   const size_t separator = argv.size() - spec.command.size() - 1;
@@ -1126,6 +1255,13 @@ absl::Status LocalRuntime::Launch(Record& record) {
   plan.envp = {env_path.data(), nullptr};
   for (const std::string& p : procs) {
     plan.cgroup_procs.push_back(p.c_str());
+  }
+  if (!staged.empty()) {
+    plan.stage_dir = options_.stage_dir.c_str();
+    for (size_t i = 0; i < staged.size(); ++i) {
+      plan.staged.push_back(
+          {staged[i].first.c_str(), staged[i].second.c_str(), static_cast<bool>(staged_dirs[i])});
+    }
   }
   plan.uid = options_.sandbox_host_uid;
   plan.gid = options_.sandbox_host_gid;

@@ -42,11 +42,16 @@ struct LocalRuntimeOptions {
   // Stop, Usage and re-adoption then work through the sandbox's pid namespace alone.
   bool use_cgroups = true;
   // If >= 0 (the provisioner must run as root): sandboxes run as this host uid/gid instead of
-  // the provisioner's, and Create chowns the volume and socket dirs to it. Without it a root
-  // provisioner's sandbox user (uid 1000 inside) is host uid 0 without capabilities. The
-  // volume, socket and stamp dirs and every ro_bind source must then be reachable by that uid.
+  // the provisioner's, and Create chowns the volume (every file, once, if it was another
+  // uid's) and the socket dir to it. Without it a root provisioner's sandbox user (uid 1000
+  // inside) is host uid 0 without capabilities. The stamp dir and ro_bind sources must be
+  // readable by that uid or gid; their parent directories need not be (see stage_dir).
   int sandbox_host_uid = -1;
   int sandbox_host_gid = -1;
+  // With sandbox_host_uid: the (empty, 0755) host directory under which each launch binds the
+  // sandbox's sources in a private mount namespace, so they need not be reachable by that uid
+  // at their host paths. Created by Open.
+  std::string stage_dir = "/run/tidepool-stage";
   // How long Start waits for bwrap to report the sandbox's pid-1.
   absl::Duration start_timeout = absl::Seconds(10);
   // The SIGTERM grace Delete gives a running sandbox.
@@ -58,6 +63,15 @@ struct LocalRuntimeOptions {
   // Upper bound on the volume walk in Usage; beyond it disk_bytes is partial.
   absl::Duration disk_walk_budget = absl::Seconds(2);
 };
+
+// The host user a root provisioner's sandboxes run as (provisioner.sandbox_user).
+struct SandboxHostUser {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+// `user` is a name in the host's user database or "uid:gid". FailedPrecondition (saying how
+// to create it) when the name is unknown; InvalidArgument for root or a malformed value.
+absl::StatusOr<SandboxHostUser> ResolveSandboxHostUser(const std::string& user);
 
 // Builds bubblewrap's argv for `spec` (exposed for tests and the report). The fds must be open
 // in bwrap: the BPF program, the status file, the pipe bwrap writes the child pid to and

@@ -1,6 +1,11 @@
 #include "services/provisioner/workspace_manager.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <utility>
@@ -83,6 +88,38 @@ std::string WorkspaceManager::SocketPath(const std::string& workspace_id) const 
 
 std::string WorkspaceManager::SecretsDir(const std::string& workspace_id) const {
   return absl::StrCat(options_.dir, "/secrets/", workspace_id);
+}
+
+absl::Status WorkspaceManager::PrepareSandboxReadDir(const std::string& dir) const {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const bool shared = options_.sandbox_gid >= 0;
+  if (ec || ::chmod(dir.c_str(), shared ? 0750 : 0700) != 0 ||
+      (shared && ::chown(dir.c_str(), static_cast<uid_t>(-1),
+                         static_cast<gid_t>(options_.sandbox_gid)) != 0)) {
+    return absl::UnavailableError(absl::StrCat("cannot prepare ", dir, ": ",
+                                               ec ? ec.message() : std::strerror(errno)));
+  }
+  if (shared) {
+    // Files written before the sandboxes had a user of their own (0600, root's group).
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      struct stat st {};
+      if (::lstat(entry.path().c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+          (st.st_gid != static_cast<gid_t>(options_.sandbox_gid) || (st.st_mode & 0040) == 0)) {
+        (void)::chown(entry.path().c_str(), static_cast<uid_t>(-1),
+                      static_cast<gid_t>(options_.sandbox_gid));
+        (void)::chmod(entry.path().c_str(), (st.st_mode & 0777) | 0040);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WorkspaceManager::WriteSandboxReadFile(const std::string& path,
+                                                    const std::string& text, mode_t mode) const {
+  return options_.sandbox_gid >= 0
+             ? WriteFileAtomically(path, text, mode | 0040, options_.sandbox_gid)
+             : WriteFileAtomically(path, text, mode);
 }
 
 std::string WorkspaceManager::EgressSocketDir() const {
@@ -367,11 +404,8 @@ std::map<std::string, std::string> WorkspaceManager::TemplateValues(
 absl::StatusOr<uint64_t> WorkspaceManager::Stamp(const WorkspaceRecord& workspace,
                                                  const ToolProfile& profile) {
   const std::string dir = absl::StrCat(options_.dir, "/stamps/", workspace.workspace_id);
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
   // Stamped files can carry the owner's keys (merge_keys): nobody else on the host reads them.
-  std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
-                               std::filesystem::perm_options::replace, ec);
+  TP_RETURN_IF_ERROR(PrepareSandboxReadDir(dir));
   const std::string workspace_key =
       DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id);
   const std::map<std::string, std::string> values = TemplateValues(workspace, profile);
@@ -390,8 +424,10 @@ absl::StatusOr<uint64_t> WorkspaceManager::Stamp(const WorkspaceRecord& workspac
       TP_ASSIGN_OR_RETURN(text, MergeKeys(workspace, file.path, text));
     }
     const std::string path = absl::StrCat(dir, "/", file.path);
-    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
-    TP_RETURN_IF_ERROR(WriteFileAtomically(path, text, file.merge_keys ? 0600 : 0644));
+    if (const std::string parent = std::filesystem::path(path).parent_path().string(); parent != dir) {
+      TP_RETURN_IF_ERROR(PrepareSandboxReadDir(parent));
+    }
+    TP_RETURN_IF_ERROR(WriteSandboxReadFile(path, text, file.merge_keys ? 0600 : 0644));
     supervisorpb::StampManifestEntry* entry = manifest.add_files();
     entry->set_path(file.path);
     entry->set_install_to(file.install_to);
@@ -403,7 +439,7 @@ absl::StatusOr<uint64_t> WorkspaceManager::Stamp(const WorkspaceRecord& workspac
   google::protobuf::util::JsonPrintOptions print;
   print.add_whitespace = true;
   (void)google::protobuf::util::MessageToJsonString(manifest, &json, print);
-  TP_RETURN_IF_ERROR(WriteFileAtomically(manifest_path, json, 0644));
+  TP_RETURN_IF_ERROR(WriteSandboxReadFile(manifest_path, json, 0644));
   return manifest.generation();
 }
 
@@ -557,14 +593,11 @@ absl::StatusOr<bool> WorkspaceManager::StampSecrets(const WorkspaceRecord& works
                                                     bool* capabilities_changed) {
   if (capabilities_changed != nullptr) *capabilities_changed = false;
   const std::string dir = SecretsDir(workspace.workspace_id);
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
-                               std::filesystem::perm_options::replace, ec);
+  TP_RETURN_IF_ERROR(PrepareSandboxReadDir(dir));
   const std::string env_path = dir + "/env";
   const std::string config_path = dir + "/config.json";
   if (options_.secrets == nullptr) {
-    if (!std::filesystem::exists(env_path)) TP_RETURN_IF_ERROR(WriteFileAtomically(env_path, "", 0600));
+    if (!std::filesystem::exists(env_path)) TP_RETURN_IF_ERROR(WriteSandboxReadFile(env_path, "", 0600));
     return false;
   }
   absl::StatusOr<std::vector<WorkspaceSecret>> secrets =
@@ -575,7 +608,7 @@ absl::StatusOr<bool> WorkspaceManager::StampSecrets(const WorkspaceRecord& works
     LogWarning("cannot resolve the owner's keys; keeping the last stamped ones",
                {{"workspace_id", workspace.workspace_id},
                 {"code", absl::StatusCodeToString(secrets.status().code())}});
-    if (!std::filesystem::exists(env_path)) TP_RETURN_IF_ERROR(WriteFileAtomically(env_path, "", 0600));
+    if (!std::filesystem::exists(env_path)) TP_RETURN_IF_ERROR(WriteSandboxReadFile(env_path, "", 0600));
     return false;
   }
   std::map<std::string, std::pair<std::string, bool>> env;  // name -> (value, reloadable)
@@ -622,10 +655,10 @@ absl::StatusOr<bool> WorkspaceManager::StampSecrets(const WorkspaceRecord& works
       if (it != before.end()) before.erase(it);
     }
     if (!before.empty()) restart = true;  // a removed key must leave the environment
-    TP_RETURN_IF_ERROR(WriteFileAtomically(env_path, env_text, 0600));
+    TP_RETURN_IF_ERROR(WriteSandboxReadFile(env_path, env_text, 0600));
   }
   if (old_config != config_text) {
-    TP_RETURN_IF_ERROR(WriteFileAtomically(config_path, config_text, 0600));
+    TP_RETURN_IF_ERROR(WriteSandboxReadFile(config_path, config_text, 0600));
     // Files with merge_keys carry these values: they are stamped again.
     if (capabilities_changed != nullptr) *capabilities_changed = true;
   }

@@ -57,6 +57,10 @@ struct WorkspaceManagerOptions {
   // Host directory of the tools every sandbox mounts read-only at /opt/tidepool/tools (Node.js
   // and OpenClaw, installed by scripts/setup). Empty or missing: nothing is mounted.
   std::string tools_dir;
+  // The sandboxes' host group when they run as a host uid of their own (LocalRuntimeOptions::
+  // sandbox_host_gid): the stamp and secrets directories are then this group's to read (0750,
+  // files 0640), never to write. -1: they are the provisioner's alone (0700, files 0600).
+  int sandbox_gid = -1;
   // How often the config guards' tamper events are pulled from running supervisors and
   // audited (the sandbox cannot call out). Zero disables it.
   absl::Duration guard_poll_interval = absl::Seconds(1);
@@ -181,6 +185,11 @@ class WorkspaceManager {
   absl::StatusOr<bool> StampSecrets(const WorkspaceRecord& workspace,
                                     bool* capabilities_changed = nullptr);
   std::string SecretsDir(const std::string& workspace_id) const;
+  // Creates a directory the sandbox reads (stamps, secrets) with the modes of sandbox_gid.
+  absl::Status PrepareSandboxReadDir(const std::string& dir) const;
+  // Writes a file in such a directory: `mode` plus group read when sandbox_gid is set.
+  absl::Status WriteSandboxReadFile(const std::string& path, const std::string& text,
+                                    mode_t mode) const;
   SandboxSpec SpecFor(const WorkspaceRecord& workspace, const ToolProfile& profile) const;
   // `rendered` (a stamped file with merge_keys) with the owner's config-entry keys set in it.
   absl::StatusOr<std::string> MergeKeys(const WorkspaceRecord& workspace,

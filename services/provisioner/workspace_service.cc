@@ -436,6 +436,15 @@ ServiceDefinition ProvisionerServiceDefinition() {
     options.limits.disk_bytes = context.config.provisioner.disk_quota_mib * (1LL << 20);
     LocalRuntimeOptions runtime_options;
     runtime_options.state_dir = dir + "/runtime";
+    if (::geteuid() == 0 && !context.config.provisioner.sandbox_user.empty()) {
+      // A root provisioner's sandboxes run as a host user of their own, never as root.
+      absl::StatusOr<SandboxHostUser> user =
+          ResolveSandboxHostUser(context.config.provisioner.sandbox_user);
+      if (!user.ok()) return user.status();
+      runtime_options.sandbox_host_uid = static_cast<int>(user->uid);
+      runtime_options.sandbox_host_gid = static_cast<int>(user->gid);
+      options.sandbox_gid = static_cast<int>(user->gid);
+    }
     if (context.config.provisioner.hard_disk_quota) {
       if (ImageVolumesSupported()) {
         runtime_options.volume_images_dir = dir + "/images";

@@ -131,6 +131,25 @@ TEST_F(BadConfigTest, TheOpenClawProfileWithoutAModelServer) {
                         "administrator's model server: set model_server.base_url"));
 }
 
+TEST_F(BadConfigTest, ARootProvisionerWhoseSandboxUserDoesNotExist) {
+  if (::geteuid() != 0) GTEST_SKIP() << "only a root provisioner has a sandbox user";
+  std::string config = "log:\n  level: info\n";
+  for (const char* svc : {"auth", "provisioner", "secrets", "proxy", "scaler", "audit"}) {
+    config += absl::StrCat(svc, ":\n  grpc_port: 0\n  metrics_port: 0\n");
+    if (std::string(svc) == "provisioner") {
+      config += "  sandbox_user: no-such-sandbox-user\n  hard_disk_quota: false\n";
+    }
+  }
+  config += "  checkpoint_append_only: false\n";  // audit: removable with the temp dir
+  absl::StatusOr<tidepool::testing::CommandResult> result =
+      tidepool::testing::RunCommand(Up(Write(config)), tmp_.path(), absl::Seconds(20));
+  ASSERT_THAT(result, IsOk());
+  EXPECT_NE(result->exit_code, 0) << result->out;
+  EXPECT_THAT(result->err, HasSubstr("tidepool: provisioner: provisioner.sandbox_user "
+                                     "\"no-such-sandbox-user\" does not exist on this host"));
+  EXPECT_THAT(result->err, HasSubstr("useradd --system"));
+}
+
 TEST_F(BadConfigTest, GrpcPortOfARunningInstanceIsRefused) {
   // A second platform asked to use the first one's gRPC port must refuse to start rather
   // than share the port (gRPC would otherwise bind it with SO_REUSEPORT).

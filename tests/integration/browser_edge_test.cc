@@ -5,6 +5,8 @@
 // SECURITY-TESTS.md 2.5: the cross-tenant matrix, Origin checks, cookie flags, spoofed headers,
 // path tricks, framing, previews, revocation closing open sockets, and waking on request.
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <netinet/in.h>
 
@@ -915,6 +917,12 @@ TEST_F(BrowserEdgeTest, TheScalerWakesASleepingWorkspaceForItsNextJob) {
               {"timezone", "UTC"},
               {"enabled", true}}}}}
           .dump()));
+  // Written here, as root: handed to the volume's owner, as if the tool had written it.
+  struct stat volume {};
+  ASSERT_EQ(::stat((store + "/..").c_str(), &volume), 0);
+  for (const std::string& path : {store, store + "/jobs.json"}) {
+    ASSERT_EQ(::chown(path.c_str(), volume.st_uid, volume.st_gid), 0) << path;
+  }
   // The scaler's next check reads it from the supervisor (its own credential, status only).
   absl::StatusOr<RunInfo> scaler = platform_->Info("scaler");
   ASSERT_THAT(scaler, IsOk());

@@ -1,5 +1,6 @@
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/config_loader.h"
@@ -98,6 +99,19 @@ TEST(PlatformConfigTest, RejectsWrongTypes) {
   EXPECT_THAT(
       LoadPlatformConfigFromString("auth:\n  grpc_address: \"a b\"\n", "t.yaml"),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must be a host name or IP address")));
+  for (const char* user : {"root", "0:0", "12:x", "Bad User", "1000:0"}) {
+    EXPECT_THAT(LoadPlatformConfigFromString(
+                    absl::StrCat("provisioner:\n  sandbox_user: \"", user, "\"\n"), "t.yaml"),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("'provisioner.sandbox_user' must be a user name")))
+        << user;
+  }
+  for (const char* user : {"", "tidepool-sandbox", "_svc", "4242:4343"}) {
+    EXPECT_THAT(LoadPlatformConfigFromString(
+                    absl::StrCat("provisioner:\n  sandbox_user: \"", user, "\"\n"), "t.yaml"),
+                IsOk())
+        << user;
+  }
 }
 
 TEST(PlatformConfigTest, RejectsBadPorts) {

@@ -8,7 +8,8 @@ happened as JSON to ~/flip.out.
 1. Each dangerous key, flipped in the guarded copy ~/.openclaw/openclaw.json (the file an
    `openclaw` command run without OPENCLAW_CONFIG_PATH edits): restored, and how fast.
 2. The same with OpenClaw's own CLI (`openclaw config set`), which writes that copy.
-3. The stamp the Gateway reads (/etc/tidepool/openclaw.json): cannot be written at all.
+3. The stamp the Gateway reads (/etc/tidepool/openclaw.json): cannot be written at all (the
+   platform's file, on a read-only mount).
 4. The Gateway, asked without the platform's identity headers: still refuses (its auth mode
    never became the flipped one).
 """
@@ -111,6 +112,13 @@ def main():
         results["stamp_write"] = "written"
     except OSError as e:
         results["stamp_write"] = e.strerror
+    # Whatever the file's own permissions say, the directory is a read-only mount.
+    results["stamp_mount_options"] = ""
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == os.path.dirname(STAMP):
+                results["stamp_mount_options"] = fields[5]
     results["gateway_after"] = gateway_status(workspace_id)
     with open(os.path.join(HOME, "flip.out"), "w", encoding="utf-8") as f:
         json.dump(results, f)

@@ -975,8 +975,11 @@ exec sleep 1000
 }
 
 TEST_F(LocalRuntimeTest, RunsAsADedicatedHostUidWhenConfigured) {
-  // The dirs the unprivileged bwrap must reach: the temp dir is 0700 by default.
-  ASSERT_EQ(::chmod(tmp_.path().c_str(), 0711), 0);
+  // The temp dir stays 0700 (root's): the launch stages the bind sources, so the sandbox's
+  // uid needs to read only the stamp dir itself, not the directories above it.
+  struct stat tmp_st {};
+  ASSERT_EQ(::stat(tmp_.path().c_str(), &tmp_st), 0);
+  ASSERT_EQ(tmp_st.st_mode & 0777, 0700u);
   runtime_.reset();
   options_.sandbox_host_uid = 65534;
   options_.sandbox_host_gid = 65534;
@@ -985,28 +988,53 @@ TEST_F(LocalRuntimeTest, RunsAsADedicatedHostUidWhenConfigured) {
   SandboxSpec spec = MakeSpec(Id('h'), R"(
 id -u > /home/user/uid.txt
 cat /etc/tidepool/tool.json > /home/user/stamp.txt
+echo more >> /home/user/old/made-by-root.txt && echo appended > /home/user/adopted.txt
 touch /home/user/suid && chmod 4755 /home/user/suid
 grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status > /home/user/status.txt
 echo done > /run/tidepool/done
 exec sleep 1000
 )");
-  for (const std::string& dir : {tmp_.Join("volumes"), tmp_.Join("sockets"), tmp_.Join("stamps")}) {
-    std::filesystem::create_directories(dir);
-    ASSERT_EQ(::chmod(dir.c_str(), 0711), 0);
-  }
+  // A volume its sandboxes wrote as host root before: handed to the sandbox user whole.
+  std::filesystem::create_directories(spec.volume_dir + "/old");
+  WriteFile(spec.volume_dir + "/old/made-by-root.txt", "root's\n");
+  ASSERT_EQ(::symlink("/etc/hostname", (spec.volume_dir + "/old/link").c_str()), 0);
   ASSERT_EQ(::chmod(spec.stamp_dir.c_str(), 0755), 0);
   ASSERT_EQ(::chmod((spec.stamp_dir + "/tool.json").c_str(), 0644), 0);
   Run(spec);
   EXPECT_EQ(Out(spec, "uid.txt"), "1000");
   EXPECT_EQ(Out(spec, "stamp.txt"), "{\"stamped\": true}");
   EXPECT_EQ(Out(spec, "status.txt"), "CapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2");
+  EXPECT_EQ(Out(spec, "adopted.txt"), "appended");
+  EXPECT_EQ(Out(spec, "old/made-by-root.txt"), "root's\nmore");
   struct stat st {};
+  ASSERT_EQ(::lstat((spec.volume_dir + "/old/link").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);  // the link itself, not what it points to
+  ASSERT_EQ(::stat("/etc/hostname", &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
   ASSERT_EQ(::stat((spec.volume_dir + "/suid").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, 65534u);  // a set-uid file made inside is not host root's
   absl::StatusOr<SandboxStatus> status = runtime_->Status(spec.workspace_id);
   ASSERT_THAT(status, IsOk());
   ASSERT_EQ(::stat(absl::StrCat("/proc/", status->pid).c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, 65534u);
+  // The staging leaves nothing on the host.
+  EXPECT_TRUE(std::filesystem::is_empty(options_.stage_dir));
+}
+
+TEST(SandboxHostUserTest, ResolvesNamesAndUidGidAndRefusesRootAndUnknownUsers) {
+  EXPECT_THAT(ResolveSandboxHostUser("nobody"),
+              ::tidepool::testing::IsOkAndHolds(::testing::AllOf(
+                  ::testing::Field(&SandboxHostUser::uid, 65534u),
+                  ::testing::Field(&SandboxHostUser::gid, 65534u))));
+  EXPECT_THAT(ResolveSandboxHostUser("4242:4343"),
+              ::tidepool::testing::IsOkAndHolds(::testing::AllOf(
+                  ::testing::Field(&SandboxHostUser::uid, 4242u),
+                  ::testing::Field(&SandboxHostUser::gid, 4343u))));
+  EXPECT_THAT(ResolveSandboxHostUser("no-such-user-here"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("useradd --system")));
+  EXPECT_THAT(ResolveSandboxHostUser("root"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ResolveSandboxHostUser("0:0"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ResolveSandboxHostUser("12:x"), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST_F(LocalRuntimeTest, StopsAndReadoptsThroughThePidNamespaceWithoutCgroups) {

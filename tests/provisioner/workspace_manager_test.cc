@@ -2,6 +2,9 @@
 // tidepool-supervisor binary as each sandbox's entry process, and the shell profile.
 #include "services/provisioner/workspace_manager.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <csignal>
 #include <utility>
@@ -101,6 +104,10 @@ class WorkspaceManagerTest : public ::testing::Test {
     runtime_.reset();
     LocalRuntimeOptions runtime_options;
     runtime_options.state_dir = tmp_.Join("provisioner/runtime");
+    // As a root provisioner runs them with provisioner.sandbox_user.
+    runtime_options.sandbox_host_uid = sandbox_host_uid_;
+    runtime_options.sandbox_host_gid = sandbox_host_uid_;
+    options_.sandbox_gid = sandbox_host_uid_;
     absl::StatusOr<std::unique_ptr<LocalRuntime>> runtime = LocalRuntime::Open(runtime_options);
     ASSERT_THAT(runtime, IsOk());
     runtime_ = *std::move(runtime);
@@ -141,6 +148,7 @@ class WorkspaceManagerTest : public ::testing::Test {
   tidepool::testing::ScopedTempDir tmp_;
   RealClock clock_;
   tidepool::testing::RecordingAudit audit_;
+  int sandbox_host_uid_ = -1;  // also the gid
   int terminal_sessions_ = 0;
   std::unique_ptr<SqliteDb> db_;
   std::unique_ptr<WorkspaceStore> store_;
@@ -838,6 +846,56 @@ TEST_F(WorkspaceSecretsTest, TheProfileIsRenderedForItsOwnerAndRestampedWhenThei
                             "grep STAMPED_ORIGIN; echo do\"\"ne\n",
                             "done\r\n"),
               HasSubstr("STAMPED_ORIGIN=https://tidepool.example.com"));
+}
+
+TEST_F(WorkspaceSecretsTest, ARootProvisionersSandboxRunsAsItsOwnHostUserAndReadsItsStampAndKeys) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs a root provisioner";
+  manager_->Stop();
+  sandbox_host_uid_ = 65534;  // nobody: as provisioner.sandbox_user would name
+  options_.model_server_url = "http://10.0.0.5:8000/v1";
+  options_.model_server_model = "tiny-instruct";
+  StartManager();
+  secrets_.Set({Key("anthropic", "sk-ant-first-value-000000", {"ANTHROPIC_API_KEY"}, {}, false),
+                Key("brave", "BSA-brave-key-0000000000", {}, {"plugins.entries.brave.apiKey"}, true)});
+  absl::StatusOr<EnsureOutcome> outcome = manager_->Ensure(kAlice, "stampvars", "UTC");
+  ASSERT_THAT(outcome, IsOk());
+  absl::StatusOr<WorkspaceRecord> settled =
+      manager_->AwaitSettled(outcome->workspace.workspace_id, absl::Now() + absl::Seconds(30));
+  ASSERT_THAT(settled, IsOk());
+  ASSERT_EQ(settled->state, commonpb::WORKSPACE_STATE_RUNNING) << settled->state_reason;
+  const std::string id = settled->workspace_id;
+  // Every process of the sandbox is the sandbox user's on the host, none root's.
+  absl::StatusOr<SandboxStatus> status = runtime_->Status(id);
+  ASSERT_THAT(status, IsOk());
+  struct stat st {};
+  ASSERT_EQ(::stat(absl::StrCat("/proc/", status->pid).c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  // The data dir above it stays the platform's alone (the launch stages the bind sources).
+  ASSERT_EQ(::stat(tmp_.path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  // The stamp and the keys: the sandbox group reads them, nobody else, and nobody writes.
+  for (const std::string& path :
+       {tmp_.Join("provisioner/stamps/" + id), tmp_.Join("provisioner/secrets/" + id)}) {
+    ASSERT_EQ(::stat(path.c_str(), &st), 0) << path;
+    EXPECT_EQ(st.st_mode & 0777, 0750u) << path;
+    EXPECT_EQ(st.st_gid, 65534u) << path;
+  }
+  for (const std::string& path : {tmp_.Join("provisioner/stamps/" + id + "/merged.json"),
+                                  tmp_.Join("provisioner/secrets/" + id + "/env")}) {
+    ASSERT_EQ(::stat(path.c_str(), &st), 0) << path;
+    EXPECT_EQ(st.st_mode & 0777, 0640u) << path;
+    EXPECT_EQ(st.st_gid, 65534u) << path;
+    EXPECT_EQ(st.st_uid, 0u) << path;
+  }
+  // Read from inside: the guard installed the stamp with the merged key, the tool has the env
+  // key, and the stamp cannot be changed.
+  EXPECT_THAT(RunInTerminal(id,
+                            "id -u; grep -c BSA-brave-key ~/.config/merged.json; "
+                            "tr '\\0' '\\n' < /proc/$(pgrep -x sleep | head -1)/environ | "
+                            "grep -c ANTHROPIC_API_KEY=sk-ant; "
+                            "echo x >> /etc/tidepool/merged.json || echo re\"\"fused; echo do\"\"ne\n",
+                            "done\r\n"),
+              ::testing::AllOf(HasSubstr("1000\r\n1\r\n1\r\n"), HasSubstr("refused")));
 }
 
 TEST_F(WorkspaceSecretsTest, AToolWithAnHttpHealthCheckIsReportedHealthyOnceItAnswers) {

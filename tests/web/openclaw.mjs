@@ -302,7 +302,13 @@ const scenarios = {
     const unrestored = out.flips.filter((f) => !f.restored).map((f) => f.key);
     if (unrestored.length > 0) throw new Error(`not restored: ${unrestored.join(', ')}`);
     if (!out.cli.restored) throw new Error(`openclaw config set was not undone: ${JSON.stringify(out.cli)}`);
-    if (out.stamp_write !== 'Read-only file system') throw new Error(`the stamp could be written: ${out.stamp_write}`);
+    // EACCES (the sandbox user may only read the platform's file) or EROFS (the mount).
+    if (!['Permission denied', 'Read-only file system'].includes(out.stamp_write)) {
+      throw new Error(`the stamp could be written: ${out.stamp_write}`);
+    }
+    if (!out.stamp_mount_options.split(',').includes('ro')) {
+      throw new Error(`the stamp's directory is not a read-only mount: ${out.stamp_mount_options}`);
+    }
     if (out.gateway_before !== 401 || out.gateway_after !== 401) {
       throw new Error(`the gateway answered ${out.gateway_before} / ${out.gateway_after} without identity, not 401`);
     }

@@ -298,7 +298,7 @@ export const scenarios = {
       // The focus moves when the tree has rendered the key's effect.
       const expectFocus = async (name, key) => {
         const focused = () => page.evaluate(() => document.activeElement?.getAttribute('aria-label'));
-        await waitFor(async () => (await focused()) === name, `${key} to focus ${name}`, 5000).catch(async (e) => {
+        await waitFor(async () => (await focused()) === name, `${key} to focus ${name}`, 15000).catch(async (e) => {
           throw new Error(`${e.message} (the focus is on ${await focused()})`);
         });
       };
