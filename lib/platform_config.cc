@@ -100,6 +100,7 @@ void BuildSchema(PlatformConfig& config, ConfigSchema& schema) {
   schema.Int("provisioner.cpu_millicores", &config.provisioner.cpu_millicores, 100, 256000);
   schema.Int("provisioner.disk_quota_mib", &config.provisioner.disk_quota_mib, 64, 1 << 30);
   schema.Bool("provisioner.hard_disk_quota", &config.provisioner.hard_disk_quota);
+  schema.Int("provisioner.warm_spares", &config.provisioner.warm_spares, 0, 64);
   schema.String("provisioner.sandbox_user", &config.provisioner.sandbox_user,
                 [](const std::string& v) { return CheckSandboxUser(v); });
   schema.StringList("proxy.egress_allowlist", &config.proxy.egress_allowlist,

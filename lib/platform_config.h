@@ -97,6 +97,10 @@ struct ProvisionerConfig {
   // Empty: a root provisioner's sandboxes run as host uid 0 without capabilities (not
   // recommended). Ignored by a provisioner that is not root: its sandboxes run as its own uid.
   std::string sandbox_user = "tidepool-sandbox";
+  // Workspaces of the default profile kept started for people who have none yet, when the
+  // profile declares owner_ready_path (openclaw does): a first sign-in claims one instead of
+  // waiting for the tool to start. Each costs the memory of a running workspace. 0: none.
+  int warm_spares = 1;
 };
 
 struct ProxyConfig {

@@ -24,11 +24,10 @@ absl::StatusOr<SupervisorReply> PostToSupervisor(const std::string& socket_path,
   return SendToSupervisor(socket_path, "POST", path, credential, body, timeout);
 }
 
-absl::StatusOr<SupervisorReply> SendToSupervisor(const std::string& socket_path,
-                                                 const std::string& method,
-                                                 const std::string& path,
-                                                 const std::string& credential,
-                                                 const std::string& body, absl::Duration timeout) {
+absl::StatusOr<SupervisorReply> SendToSupervisor(
+    const std::string& socket_path, const std::string& method, const std::string& path,
+    const std::string& credential, const std::string& body, absl::Duration timeout,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
   // Asynchronous operations bounded by one deadline: a blocking read with SO_RCVTIMEO would
   // not do, as Asio turns its EAGAIN into an unbounded wait (a stopped supervisor accepts the
   // connection into the backlog and then never answers).
@@ -38,6 +37,7 @@ absl::StatusOr<SupervisorReply> SendToSupervisor(const std::string& socket_path,
   request.set(http::field::host, "workspace");
   request.set(http::field::content_type, "application/json");
   request.set("X-Tidepool-Credential", credential);
+  for (const auto& [name, value] : headers) request.set(name, value);
   request.keep_alive(false);
   request.body() = body;
   request.prepare_payload();

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -16,11 +18,11 @@ struct SupervisorReply {
 // workspace credential. UNAVAILABLE if the socket cannot be reached or answers nothing within
 // `timeout`.
 // Any request: `method` ("GET", "PUT", "DELETE", ...) to `target` (path and query) with `body`.
-absl::StatusOr<SupervisorReply> SendToSupervisor(const std::string& socket_path,
-                                                 const std::string& method,
-                                                 const std::string& target,
-                                                 const std::string& credential,
-                                                 const std::string& body, absl::Duration timeout);
+// `headers` are added to the request (for the tool's web UI: the identity headers).
+absl::StatusOr<SupervisorReply> SendToSupervisor(
+    const std::string& socket_path, const std::string& method, const std::string& target,
+    const std::string& credential, const std::string& body, absl::Duration timeout,
+    const std::vector<std::pair<std::string, std::string>>& headers = {});
 
 absl::StatusOr<SupervisorReply> PostToSupervisor(const std::string& socket_path,
                                                  const std::string& path,

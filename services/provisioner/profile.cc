@@ -94,7 +94,7 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
       "name",  "description",    "command",          "env",           "files", "health",
       "ports", "schedule_store", "identity_headers", "work_processes", "min_memory_mib",
       "min_cpu_millicores",
-      "schedule_format"};
+      "schedule_format", "owner_ready_path"};
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string key = it->first.as<std::string>("");
     if (!kKeys.count(key)) return Bad(source, absl::StrCat("unknown key '", key, "'"));
@@ -297,6 +297,17 @@ absl::StatusOr<ToolProfile> ParseProfile(absl::string_view yaml, absl::string_vi
       return Bad(source, "min_cpu_millicores must be a number of millicores (0 to 256000)");
     }
     profile.min_cpu_millicores = value;
+  }
+  if (root["owner_ready_path"]) {
+    profile.owner_ready_path = root["owner_ready_path"].as<std::string>("");
+    if (profile.owner_ready_path.empty() || profile.owner_ready_path.front() != '/' ||
+        profile.owner_ready_path.find_first_of(" \t\r\n#") != std::string::npos ||
+        !CheckTemplate(profile.owner_ready_path).ok()) {
+      return Bad(source, "owner_ready_path must be a path starting with / (placeholders allowed)");
+    }
+    if (!profile.identity.enabled || profile.health.http_port == 0) {
+      return Bad(source, "owner_ready_path needs identity_headers and an http health check");
+    }
   }
   return profile;
 }

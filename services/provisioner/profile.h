@@ -68,6 +68,11 @@ struct ToolProfile {
   // The least CPU the tool needs (millicores): the workspace's CPU cap is at least this. A cap,
   // not a reservation: it lets a tool that starts on several threads start at full speed.
   int min_cpu_millicores = 0;
+  // A path of the tool's web UI (a template: "/w/{{workspace_id}}/config.json") that answers
+  // 200 only to the workspace's owner, asked with the identity headers. Declaring it lets the
+  // provisioner keep started spares of the profile (provisioner.warm_spares): a spare claimed
+  // by a new person is ready once the tool answers that person there. Empty: no spares.
+  std::string owner_ready_path;
 };
 
 // The {{placeholders}} a profile's templates (stamped files, env values, the identity

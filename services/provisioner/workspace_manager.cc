@@ -20,6 +20,7 @@
 #include "lib/file_util.h"
 #include "lib/log.h"
 #include "lib/status_macros.h"
+#include "lib/text.h"
 #include "lib/workspace_credential.h"
 #include "nlohmann/json.hpp"
 #include "lib/supervisor_client.h"
@@ -32,6 +33,9 @@ namespace commonpb = ::tidepool::common::v1;
 namespace supervisorpb = ::tidepool::supervisor::v1;
 
 constexpr size_t kMaxEvents = 10000;
+// The owner a spare is stamped for until a person claims it: not the shape of any user id
+// (u_ and 26 base32 characters), so the tool lets no one in.
+constexpr char kSpareOwner[] = "tidepool-spare";
 
 bool Settled(const WorkspaceRecord& w) {
   return w.state == w.desired_state || w.state == commonpb::WORKSPACE_STATE_FAILED;
@@ -153,6 +157,22 @@ absl::Status WorkspaceManager::Start() {
                                                  ec.message()));
     }
   }
+  // Spares a previous run left (it crashed, or was killed): discarded, and made again.
+  std::error_code ec;
+  std::filesystem::create_directories(options_.dir + "/spares", ec);
+  for (const auto& entry : std::filesystem::directory_iterator(options_.dir + "/spares", ec)) {
+    const std::string id = entry.path().filename().string();
+    absl::StatusOr<WorkspaceRecord> record = store_.Get(id);
+    if (absl::IsNotFound(record.status())) {
+      DiscardSpare(id);
+    } else if (record.ok() && record->state == commonpb::WORKSPACE_STATE_DELETED) {
+      std::filesystem::remove(entry.path(), ec);
+    } else {
+      // Claimed, but that run ended before the spare was stamped for its owner: done now.
+      absl::MutexLock lock(&spares_mu_);
+      claimed_.insert(id);
+    }
+  }
   TP_ASSIGN_OR_RETURN(std::vector<WorkspaceRecord> live, store_.ListLive());
   {
     absl::MutexLock lock(&queue_mu_);
@@ -168,11 +188,32 @@ absl::Status WorkspaceManager::Start() {
     guard_poller_ = std::make_unique<PeriodicTask>(options_.guard_poll_interval,
                                                    [this] { PollConfigGuards(); });
   }
+  auto profile = options_.profiles.find(options_.default_profile);
+  if (options_.warm_spares > 0 && profile != options_.profiles.end() &&
+      !profile->second.owner_ready_path.empty()) {
+    {
+      absl::MutexLock lock(&spares_mu_);
+      spares_stopping_ = false;
+    }
+    spare_thread_ = std::thread([this] { SpareLoop(); });
+  }
   return absl::OkStatus();
 }
 
 void WorkspaceManager::Stop() {
   if (guard_poller_ != nullptr) guard_poller_->Stop();
+  {
+    absl::MutexLock lock(&spares_mu_);
+    spares_stopping_ = true;
+  }
+  if (spare_thread_.joinable()) spare_thread_.join();
+  std::deque<std::string> spares;
+  {
+    absl::MutexLock lock(&spares_mu_);
+    spares.swap(spares_);
+    if (options_.on_ready_spares) options_.on_ready_spares(0);
+  }
+  for (const std::string& id : spares) DiscardSpare(id);
   {
     absl::MutexLock lock(&queue_mu_);
     stopping_ = true;
@@ -730,10 +771,198 @@ bool WorkspaceManager::SupervisorReady(const std::string& workspace_id) {
   return reply.ok() && reply->status == 200;
 }
 
+std::string WorkspaceManager::SpareMarker(const std::string& workspace_id) const {
+  return absl::StrCat(options_.dir, "/spares/", workspace_id);
+}
+
+std::vector<std::string> WorkspaceManager::ReadySpares() {
+  absl::MutexLock lock(&spares_mu_);
+  return std::vector<std::string>(spares_.begin(), spares_.end());
+}
+
+std::string WorkspaceManager::TakeSpare() {
+  absl::MutexLock lock(&spares_mu_);
+  if (spares_.empty()) return "";
+  std::string id = std::move(spares_.front());
+  spares_.pop_front();
+  claimed_.insert(id);
+  if (options_.on_ready_spares) options_.on_ready_spares(static_cast<int>(spares_.size()));
+  return id;
+}
+
+void WorkspaceManager::SpareLoop() {
+  const ToolProfile& profile = options_.profiles.at(options_.default_profile);
+  absl::Duration backoff = absl::Seconds(1);
+  for (;;) {
+    {
+      absl::MutexLock lock(&spares_mu_);
+      auto wanted = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(spares_mu_) {
+        return spares_stopping_ || static_cast<int>(spares_.size()) < options_.warm_spares;
+      };
+      spares_mu_.Await(absl::Condition(&wanted));
+      if (spares_stopping_) return;
+    }
+    const absl::Time begin = absl::Now();
+    absl::StatusOr<std::string> made = MakeSpare(profile);
+    if (made.ok()) {
+      {
+        absl::MutexLock lock(&spares_mu_);
+        if (!spares_stopping_) {
+          spares_.push_back(*made);
+          if (options_.on_ready_spares) options_.on_ready_spares(static_cast<int>(spares_.size()));
+          LogInfo("a started spare is ready",
+                  {{"workspace_id", *made}, {"profile", profile.name},
+                   {"start_ms", absl::ToDoubleMilliseconds(absl::Now() - begin)}});
+          backoff = absl::Seconds(1);
+          continue;
+        }
+      }
+      DiscardSpare(*made);  // Stop came meanwhile
+      return;
+    }
+    if (absl::IsCancelled(made.status())) return;  // Stop came meanwhile
+    absl::MutexLock lock(&spares_mu_);
+    LogWarning("cannot make a started spare; trying again later",
+               {{"profile", profile.name}, {"error", std::string(made.status().message())},
+                {"retry_s", absl::ToDoubleSeconds(backoff)}});
+    spares_mu_.AwaitWithTimeout(absl::Condition(&spares_stopping_), backoff);
+    backoff = std::min(backoff * 2, absl::Minutes(5));
+  }
+}
+
+absl::StatusOr<std::string> WorkspaceManager::MakeSpare(const ToolProfile& profile) {
+  TP_ASSIGN_OR_RETURN(std::string id, NewRandomId("ws_"));
+  // Marked first: a crash from here on leaves something the next Start discards.
+  TP_RETURN_IF_ERROR(WriteFileAtomically(SpareMarker(id), "", 0600));
+  WorkspaceRecord spare;
+  spare.workspace_id = id;
+  spare.owner_user_id = kSpareOwner;  // no person's id has this shape: nobody is let in
+  spare.profile = profile.name;
+  spare.timezone = "UTC";
+  absl::Status made = [&]() -> absl::Status {
+    TP_RETURN_IF_ERROR(PrepareSandboxReadDir(SecretsDir(id)));
+    TP_RETURN_IF_ERROR(WriteSandboxReadFile(SecretsDir(id) + "/env", "", 0600));
+    TP_RETURN_IF_ERROR(Stamp(spare, profile).status());
+    TP_RETURN_IF_ERROR(runtime_.Create(SpecFor(spare, profile)));
+    TP_RETURN_IF_ERROR(runtime_.Start(id));
+    // Ready as any workspace's tool is; the tool's own start is the slow part (OpenClaw: ~9 s).
+    const absl::Time deadline = absl::Now() + options_.ready_timeout + absl::Minutes(2);
+    while (absl::Now() < deadline) {
+      {
+        absl::MutexLock lock(&spares_mu_);
+        if (spares_stopping_) return absl::CancelledError("stopping");
+      }
+      absl::StatusOr<SupervisorReply> reply = CallSupervisor(id, "GetStatus", "{}", absl::Seconds(1));
+      if (reply.ok() && reply->status == 200 &&
+          absl::StrContains(reply->body, "\"TOOL_HEALTH_HEALTHY\"")) {
+        return absl::OkStatus();
+      }
+      absl::StatusOr<SandboxStatus> status = runtime_.Status(id);
+      if (status.ok() && status->phase != SandboxPhase::kRunning) {
+        return absl::UnavailableError("the spare's sandbox exited");
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return absl::DeadlineExceededError("the spare's tool did not become ready in time");
+  }();
+  if (!made.ok()) {
+    DiscardSpare(id);
+    return made;
+  }
+  return id;
+}
+
+void WorkspaceManager::DiscardSpare(const std::string& workspace_id) {
+  (void)runtime_.Delete(workspace_id);
+  std::error_code ec;
+  std::filesystem::remove_all(absl::StrCat(options_.dir, "/stamps/", workspace_id), ec);
+  std::filesystem::remove_all(SecretsDir(workspace_id), ec);
+  std::filesystem::remove(SpareMarker(workspace_id), ec);
+}
+
+absl::Status WorkspaceManager::AdoptSpare(const WorkspaceRecord& workspace,
+                                          const ToolProfile& profile) {
+  const std::string& id = workspace.workspace_id;
+  // The owner's keys and the profile's files for the owner, while the tool runs: its config
+  // reloads (OpenClaw applies an owner change without a restart). The sandbox's record takes
+  // the owner's spec for its next start (the process environment, TZ included, applies then).
+  TP_ASSIGN_OR_RETURN(bool restart, StampSecrets(workspace));
+  TP_ASSIGN_OR_RETURN(uint64_t generation, Stamp(workspace, profile));
+  TP_RETURN_IF_ERROR(runtime_.Create(SpecFor(workspace, profile)));
+  TP_ASSIGN_OR_RETURN(SupervisorReply updated,
+                      CallSupervisor(id, "UpdateStamp",
+                                     absl::StrCat("{\"generation\":\"", generation, "\"}"),
+                                     absl::Seconds(15)));
+  if (updated.status != 200) {
+    return absl::UnavailableError(
+        absl::StrCat("the supervisor did not take the owner's stamp (HTTP ", updated.status, ")"));
+  }
+  if (restart) {  // a key the tool reads from its environment
+    TP_ASSIGN_OR_RETURN(SupervisorReply reply,
+                        CallSupervisor(id, "RestartTool", "{\"reason\":\"keys_changed\"}",
+                                       absl::Seconds(15)));
+    if (reply.status != 200) {
+      return absl::UnavailableError(absl::StrCat("the supervisor did not restart the tool (HTTP ",
+                                                 reply.status, ")"));
+    }
+  }
+  const absl::Time deadline = absl::Now() + options_.ready_timeout;
+  while (absl::Now() < deadline) {
+    if (ToolAcceptsOwner(workspace, profile)) return absl::OkStatus();
+    absl::StatusOr<SandboxStatus> status = runtime_.Status(id);
+    if (status.ok() && status->phase != SandboxPhase::kRunning) {
+      return absl::UnavailableError("the spare's sandbox exited");
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return absl::DeadlineExceededError("the spare's tool did not accept its owner in time");
+}
+
+bool WorkspaceManager::ToolAcceptsOwner(const WorkspaceRecord& workspace,
+                                        const ToolProfile& profile) {
+  absl::StatusOr<std::string> path =
+      RenderTemplate(profile.owner_ready_path, TemplateValues(workspace, profile));
+  if (!path.ok() || !profile.identity.enabled) return false;
+  // Asked as the edge asks for the owner: the tool's web UI is the proxy's to call.
+  const std::string credential = MintWorkspaceCredential(
+      DeriveWorkspaceKey(options_.platform_key, workspace.workspace_id), workspace.workspace_id,
+      "proxy", clock_.Now() + absl::Minutes(1));
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!profile.identity.user_header.empty()) {
+    if (profile.identity.user_value != "user_id") return false;  // no e-mail address here
+    headers.emplace_back(profile.identity.user_header, workspace.owner_user_id);
+  }
+  if (profile.identity.set_forwarded_headers) {
+    // As the edge names a client on its own host (EdgeServer's ForwardedFor).
+    headers.emplace_back("X-Forwarded-For", "192.0.2.1");
+    headers.emplace_back("X-Forwarded-Proto",
+                         absl::StartsWith(options_.public_origin, "https://") ? "https" : "http");
+  }
+  absl::StatusOr<SupervisorReply> reply = SendToSupervisor(
+      SocketPath(workspace.workspace_id), "GET", *path, credential, "", absl::Seconds(2), headers);
+  return reply.ok() && reply->status == 200;
+}
+
 absl::Status WorkspaceManager::BringUp(const WorkspaceRecord& workspace) {
   auto profile = options_.profiles.find(workspace.profile);
   if (profile == options_.profiles.end()) {
     return absl::FailedPreconditionError(absl::StrCat("unknown profile ", workspace.profile));
+  }
+  bool claimed = false;
+  {
+    absl::MutexLock lock(&spares_mu_);
+    claimed = claimed_.erase(workspace.workspace_id) > 0;
+  }
+  if (claimed) {
+    absl::Status adopted = AdoptSpare(workspace, profile->second);
+    // A workspace now, with its owner's stamp from here on, whatever happened.
+    std::error_code ec;
+    std::filesystem::remove(SpareMarker(workspace.workspace_id), ec);
+    if (adopted.ok()) return adopted;
+    // Started as any new workspace is, from its volume, with the owner's stamp.
+    LogWarning("a claimed spare did not take its owner; starting it afresh",
+               {{"workspace_id", workspace.workspace_id}, {"error", std::string(adopted.message())}});
+    (void)runtime_.Stop(workspace.workspace_id, options_.stop_grace);
   }
   TP_ASSIGN_OR_RETURN(SandboxStatus status, runtime_.Status(workspace.workspace_id));
   if (status.phase == SandboxPhase::kRunning && SupervisorReady(workspace.workspace_id)) {
@@ -853,7 +1082,32 @@ absl::StatusOr<EnsureOutcome> WorkspaceManager::Ensure(const std::string& owner_
         "the ", chosen, " profile needs the administrator's model server: set "
         "model_server.base_url (and model_server.default_model) in tidepool.yaml"));
   }
-  TP_ASSIGN_OR_RETURN(EnsureOutcome outcome, store_.EnsureForOwner(owner_user_id, chosen, timezone));
+  // A new person of the default profile gets a started spare, if one is ready.
+  std::string spare;
+  if (chosen == options_.default_profile) {
+    absl::StatusOr<std::optional<WorkspaceRecord>> existing = store_.GetByOwner(owner_user_id);
+    if (existing.ok() && (!existing->has_value() ||
+                          (*existing)->state == commonpb::WORKSPACE_STATE_DELETED)) {
+      spare = TakeSpare();
+    }
+  }
+  absl::StatusOr<EnsureOutcome> ensured =
+      store_.EnsureForOwner(owner_user_id, chosen, timezone, spare);
+  if (!spare.empty()) {
+    std::error_code ec;
+    if (ensured.ok() && ensured->created && ensured->workspace.workspace_id == spare) {
+      if (options_.on_spare_claimed) options_.on_spare_claimed();
+      LogInfo("a new person got a started spare",
+              {{"workspace_id", spare}, {"owner_user_id", owner_user_id}});
+    } else {
+      absl::MutexLock lock(&spares_mu_);  // not used: ready for the next person
+      claimed_.erase(spare);
+      spares_.push_front(spare);
+      if (options_.on_ready_spares) options_.on_ready_spares(static_cast<int>(spares_.size()));
+    }
+  }
+  TP_RETURN_IF_ERROR(ensured.status());
+  EnsureOutcome outcome = *std::move(ensured);
   const WorkspaceRecord& w = outcome.workspace;
   if (w.state == commonpb::WORKSPACE_STATE_SUSPENDED ||
       w.desired_state == commonpb::WORKSPACE_STATE_SUSPENDED) {
@@ -873,6 +1127,7 @@ absl::StatusOr<EnsureOutcome> WorkspaceManager::Ensure(const std::string& owner_
       event.set_subject_user_id(owner_user_id);
       (*event.mutable_attributes())["workspace_id"] = w.workspace_id;
       (*event.mutable_attributes())["profile"] = chosen;
+      if (w.workspace_id == spare) (*event.mutable_attributes())["from_spare"] = "true";
       audit_->Emit(std::move(event));
     }
   }

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -61,6 +62,15 @@ struct WorkspaceManagerOptions {
   // sandbox_host_gid): the stamp and secrets directories are then this group's to read (0750,
   // files 0640), never to write. -1: they are the provisioner's alone (0700, files 0600).
   int sandbox_gid = -1;
+  // Started spares of the default profile kept for new people, when the profile declares
+  // owner_ready_path (provisioner.warm_spares): a spare is a workspace id, stamp, volume and
+  // running sandbox made for nobody, its tool ready; a new person's Ensure claims one, and it
+  // is stamped for them while it runs. Spares are in no store, list or view, and are deleted
+  // by Stop (and, after a crash, by the next Start).
+  int warm_spares = 0;
+  // Told the number of ready spares whenever it changes, and each claim (for /metrics).
+  std::function<void(int)> on_ready_spares;
+  std::function<void()> on_spare_claimed;
   // How often the config guards' tamper events are pulled from running supervisors and
   // audited (the sandbox cannot call out). Zero disables it.
   absl::Duration guard_poll_interval = absl::Seconds(1);
@@ -159,6 +169,9 @@ class WorkspaceManager {
   void PollConfigGuards();
   static constexpr int kMaxGuardMisses = 5;
 
+  // The started spares ready for new people (options_.warm_spares), oldest first.
+  std::vector<std::string> ReadySpares();
+
   WorkspaceStore& store() { return store_; }
   const WorkspaceManagerOptions& options() const { return options_; }
   std::string SocketPath(const std::string& workspace_id) const;
@@ -166,6 +179,17 @@ class WorkspaceManager {
   std::string EgressSocketDir() const;
 
  private:
+  // Spares (options_.warm_spares): kept topped up by SpareLoop.
+  void SpareLoop();
+  absl::StatusOr<std::string> MakeSpare(const ToolProfile& profile);
+  void DiscardSpare(const std::string& workspace_id);
+  // A ready spare for a new person, now claimed (removed from the ready ones); "" if none.
+  std::string TakeSpare();
+  // BringUp of a claimed spare: stamped for its owner while it runs, ready once the tool
+  // answers the owner at the profile's owner_ready_path.
+  absl::Status AdoptSpare(const WorkspaceRecord& workspace, const ToolProfile& profile);
+  bool ToolAcceptsOwner(const WorkspaceRecord& workspace, const ToolProfile& profile);
+  std::string SpareMarker(const std::string& workspace_id) const;
   void Enqueue(const std::string& workspace_id);
   void WorkerLoop();
   void Reconcile(const std::string& workspace_id);
@@ -236,6 +260,12 @@ class WorkspaceManager {
   std::map<std::string, std::pair<std::string, uint64_t>> guard_seen_ ABSL_GUARDED_BY(guard_mu_);
   // Per workspace: polls in a row its running sandbox's supervisor did not answer.
   std::map<std::string, int> guard_misses_ ABSL_GUARDED_BY(guard_mu_);
+
+  absl::Mutex spares_mu_;
+  std::deque<std::string> spares_ ABSL_GUARDED_BY(spares_mu_);  // ready, oldest first
+  std::set<std::string> claimed_ ABSL_GUARDED_BY(spares_mu_);   // not yet stamped for the owner
+  bool spares_stopping_ ABSL_GUARDED_BY(spares_mu_) = false;
+  std::thread spare_thread_;
 
   absl::Mutex events_mu_;
   std::deque<WorkspaceEvent> events_ ABSL_GUARDED_BY(events_mu_);

@@ -10,6 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
 #include "lib/authz.h"
 #include "lib/caller.h"
 #include "lib/crypto/crypto.h"
@@ -430,6 +433,21 @@ ServiceDefinition ProvisionerServiceDefinition() {
     options.tools_dir = context.config.provisioner.tools_dir.empty()
                             ? std::string(TIDEPOOL_SOURCE_DIR) + "/tools"
                             : context.config.provisioner.tools_dir;
+    options.warm_spares = context.config.provisioner.warm_spares;
+    prometheus::Gauge& ready_spares =
+        prometheus::BuildGauge()
+            .Name("tidepool_provisioner_ready_spares")
+            .Help("Started workspaces of the default profile ready for people who have none yet")
+            .Register(context.metrics)
+            .Add({});
+    prometheus::Counter& claimed_spares =
+        prometheus::BuildCounter()
+            .Name("tidepool_provisioner_spares_claimed_total")
+            .Help("Started spares a new person's first sign-in claimed")
+            .Register(context.metrics)
+            .Add({});
+    options.on_ready_spares = [&ready_spares](int ready) { ready_spares.Set(ready); };
+    options.on_spare_claimed = [&claimed_spares] { claimed_spares.Increment(); };
     options.limits.memory_bytes = context.config.provisioner.memory_limit_mib * (1LL << 20);
     options.limits.pids = context.config.provisioner.pids_limit;
     options.limits.cpus = context.config.provisioner.cpu_millicores / 1000.0;

@@ -89,9 +89,11 @@ absl::StatusOr<bool> WorkspaceStore::IsOwnerSuspendedLocked(absl::string_view ow
 
 absl::StatusOr<EnsureOutcome> WorkspaceStore::EnsureForOwner(absl::string_view owner_user_id,
                                                              absl::string_view profile,
-                                                             absl::string_view timezone) {
+                                                             absl::string_view timezone,
+                                                             absl::string_view new_workspace_id) {
   EnsureOutcome outcome;
   TP_ASSIGN_OR_RETURN(std::string new_id, NewRandomId("ws_"));
+  if (!new_workspace_id.empty()) new_id = std::string(new_workspace_id);
   const int64_t now = absl::ToUnixMicros(clock_.Now());
   absl::MutexLock lock(&mu_);
   TP_ASSIGN_OR_RETURN(Transaction txn, db_.Begin());

@@ -55,10 +55,12 @@ class WorkspaceStore {
 
   // Returns the owner's workspace, creating it (PROVISIONING, desired RUNNING) if absent, and
   // records `timezone` when non-empty. FAILED_PRECONDITION if the owner is suspended and has
-  // no workspace yet (one is created only once reinstated).
+  // no workspace yet (one is created only once reinstated). A created workspace gets
+  // `new_workspace_id` when non-empty (a started spare's), else a random one.
   absl::StatusOr<EnsureOutcome> EnsureForOwner(absl::string_view owner_user_id,
                                                absl::string_view profile,
-                                               absl::string_view timezone);
+                                               absl::string_view timezone,
+                                               absl::string_view new_workspace_id = "");
 
   // NOT_FOUND if absent.
   absl::StatusOr<WorkspaceRecord> Get(absl::string_view workspace_id);

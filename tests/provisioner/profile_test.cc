@@ -33,6 +33,7 @@ TEST(ProfileTest, TheShippedProfilesLoad) {
   EXPECT_EQ(openclaw.identity.tool_base_path, "/w/{{workspace_id}}");
   EXPECT_GE(openclaw.min_memory_mib, 1536);
   EXPECT_EQ(openclaw.min_cpu_millicores, 2000);
+  EXPECT_EQ(openclaw.owner_ready_path, "/w/{{workspace_id}}/control-ui-config.json");
   EXPECT_EQ(openclaw.env.at("OPENCLAW_CONFIG_READONLY"), "1");
   EXPECT_EQ(openclaw.env.at("OPENCLAW_CONFIG_PATH"), "/etc/tidepool/openclaw.json");
   ASSERT_EQ(openclaw.files.size(), 1u);
@@ -112,6 +113,9 @@ TEST(ProfileTest, RejectsBadProfilesWithAClearMessage) {
            {base + "schedule_format: yaml\n", "schedule_format"},
            {base + "min_memory_mib: -1\n", "min_memory_mib"},
            {base + "min_cpu_millicores: 1e9\n", "min_cpu_millicores"},
+           {base + "owner_ready_path: relative\n", "owner_ready_path must be a path"},
+           {base + "owner_ready_path: /w/{{nope}}\n", "owner_ready_path must be a path"},
+           {base + "owner_ready_path: /ready\n", "owner_ready_path needs identity_headers"},
            {base + "files:\n  - path: a\n    template: x\n    merge_keys: maybe\n", "merge_keys"},
            {"[1, 2]\n", "must be a map"},
        }) {

@@ -37,6 +37,7 @@
 #include "tidepool/supervisor/v1/supervisor_service.pb.h"
 #include "tests/testing/recording_audit.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/terminal_client.h"
 
@@ -45,6 +46,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::tidepool::testing::IsOk;
+using ::tidepool::testing::ReadFileOrEmpty;
 using ::tidepool::testing::StatusIs;
 namespace commonpb = ::tidepool::common::v1;
 namespace supervisorpb = ::tidepool::supervisor::v1;
@@ -896,6 +898,92 @@ TEST_F(WorkspaceSecretsTest, ARootProvisionersSandboxRunsAsItsOwnHostUserAndRead
                             "echo x >> /etc/tidepool/merged.json || echo re\"\"fused; echo do\"\"ne\n",
                             "done\r\n"),
               ::testing::AllOf(HasSubstr("1000\r\n1\r\n1\r\n"), HasSubstr("refused")));
+}
+
+TEST_F(WorkspaceSecretsTest, ANewPersonGetsAStartedSpareStampedForThemWithoutARestart) {
+  manager_->Stop();
+  options_.default_profile = "sparetool";
+  options_.warm_spares = 1;
+  StartManager();
+  // A ready spare: a running sandbox that is no one's workspace.
+  auto wait_for_spare = [&](const std::string& other) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < deadline) {
+      for (const std::string& id : manager_->ReadySpares()) {
+        absl::StatusOr<SandboxStatus> status = runtime_->Status(id);
+        if (id != other && absl::IsNotFound(store_->Get(id).status()) && status.ok() &&
+            status->phase == SandboxPhase::kRunning) {
+          return id;
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    return std::string();
+  };
+  const std::string spare = wait_for_spare("");
+  ASSERT_FALSE(spare.empty()) << "no spare was started";
+  const std::string stamp = tmp_.Join("provisioner/stamps/" + spare + "/owner.json");
+  EXPECT_THAT(ReadFileOrEmpty(stamp), HasSubstr("\"owner\": \"tidepool-spare\""));
+  // The spare is nobody's: no list shows it and it has no endpoint.
+  EXPECT_THAT(manager_->GetEndpoint(spare, "proxy"), StatusIs(absl::StatusCode::kNotFound));
+  const std::string pid = ReadFileOrEmpty(manager_->VolumeDir(spare) + "/tool.pid");
+  ASSERT_FALSE(pid.empty());
+
+  // A new person's sign-in claims it: stamped for her while it runs, the tool not restarted,
+  // and RUNNING only once the tool lets her in.
+  secrets_.Set({Key("anthropic", "sk-ant-first-value-000000", {"ANTHROPIC_API_KEY"}, {}, true)});
+  const absl::Time begin = absl::Now();
+  const WorkspaceRecord alice = EnsureRunning(kAlice);
+  const absl::Duration claim = absl::Now() - begin;
+  EXPECT_EQ(alice.workspace_id, spare);
+  EXPECT_EQ(alice.owner_user_id, kAlice);
+  EXPECT_THAT(ReadFileOrEmpty(stamp), HasSubstr(absl::StrCat("\"owner\": \"", kAlice, "\"")));
+  EXPECT_THAT(ReadFileOrEmpty(stamp), HasSubstr("\"tz\": \"Europe/Berlin\""));
+  EXPECT_EQ(ReadFileOrEmpty(manager_->VolumeDir(spare) + "/tool.pid"), pid);
+  EXPECT_THAT(ReadFileOrEmpty(tmp_.Join("provisioner/secrets/" + spare + "/env")),
+              HasSubstr("ANTHROPIC_API_KEY=sk-ant-first-value-000000"));
+  EXPECT_LT(claim, absl::Seconds(5));
+  bool audited = false;
+  for (const commonpb::AuditEvent& event : audit_.Events()) {
+    if (event.action() == "workspace.created" && event.subject_user_id() == kAlice) {
+      audited = event.attributes().at("workspace_id") == spare &&
+                event.attributes().count("from_spare") > 0;
+    }
+  }
+  EXPECT_TRUE(audited);
+  // Its endpoint is hers now, and it is no longer marked a spare.
+  EXPECT_THAT(manager_->GetEndpoint(spare, "proxy"), IsOk());
+  EXPECT_FALSE(std::filesystem::exists(tmp_.Join("provisioner/spares/" + spare)));
+
+  // Another spare is made for the next person; Alice asking again keeps hers.
+  const std::string next = wait_for_spare(spare);
+  ASSERT_FALSE(next.empty()) << "no spare was made after the claim";
+  EXPECT_EQ(EnsureRunning(kAlice).workspace_id, spare);
+  EXPECT_EQ(manager_->ReadySpares(), std::vector<std::string>{next});
+  // A workspace of another profile is not a spare's.
+  EXPECT_NE(EnsureRunning(kBob, "envdump").workspace_id, next);
+
+  // Stopping the provisioner deletes the spare, not the workspaces.
+  manager_->Stop();
+  EXPECT_EQ(runtime_->Status(next)->phase, SandboxPhase::kMissing);
+  EXPECT_FALSE(std::filesystem::exists(tmp_.Join("provisioner/stamps/" + next)));
+  EXPECT_FALSE(std::filesystem::exists(tmp_.Join("provisioner/spares/" + next)));
+  EXPECT_EQ(runtime_->Status(spare)->phase, SandboxPhase::kRunning);
+
+  // A spare a crashed run left behind (its marker names it) is deleted at the next start.
+  SandboxSpec orphan;
+  orphan.workspace_id = "ws_" + std::string(26, 'o');
+  orphan.volume_dir = tmp_.Join("provisioner/volumes/" + orphan.workspace_id);
+  orphan.socket_dir = tmp_.Join("provisioner/sockets/" + orphan.workspace_id);
+  orphan.command = {"/bin/sleep", "1000"};
+  ASSERT_THAT(runtime_->Create(orphan), IsOk());
+  ASSERT_THAT(runtime_->Start(orphan.workspace_id), IsOk());
+  std::ofstream(tmp_.Join("provisioner/spares/" + orphan.workspace_id)).close();
+  options_.warm_spares = 0;
+  StartManager();
+  EXPECT_EQ(runtime_->Status(orphan.workspace_id)->phase, SandboxPhase::kMissing);
+  EXPECT_FALSE(std::filesystem::exists(tmp_.Join("provisioner/spares/" + orphan.workspace_id)));
+  EXPECT_EQ(runtime_->Status(spare)->phase, SandboxPhase::kRunning);
 }
 
 TEST_F(WorkspaceSecretsTest, AToolWithAnHttpHealthCheckIsReportedHealthyOnceItAnswers) {

@@ -50,7 +50,8 @@ export async function waitFor(check, what, timeoutMs = 30000) {
 
 // The whole platform in one process, on loopback, with its own data directory. Options:
 // defaultProfile (the workspaces' tool; "shell" unless said), modelServer (model_server.base_url)
-// and modelName (model_server.default_model).
+// and modelName (model_server.default_model). platform.metrics('provisioner') reads a service's
+// /metrics.
 export class Platform {
   static async start(dir, options = {}) {
     const port = await freePort();
@@ -58,13 +59,15 @@ export class Platform {
     // The identity provider for everyone but the administrator (IDP_PEOPLE).
     const idp = await IdentityProvider.start(dir, origin);
     const services = ['auth', 'provisioner', 'secrets', 'proxy', 'scaler', 'audit'];
+    const metricsPorts = {};
+    for (const s of services) metricsPorts[s] = await freePort();
     const profiles = writeTestProfiles(dir);
     let yaml = `log:\n  level: info\nplatform:\n  public_url: ${origin}\n`;
     if (options.modelServer) {
       yaml += `model_server:\n  base_url: ${options.modelServer}\n  default_model: ${options.modelName ?? 'tidepool-test'}\n`;
     }
     for (const s of services) {
-      yaml += `${s}:\n  grpc_port: 0\n  metrics_port: 0\n`;
+      yaml += `${s}:\n  grpc_port: 0\n  metrics_port: ${metricsPorts[s]}\n`;
       if (s === 'auth') yaml += idp.providerYaml();
       if (s === 'proxy') yaml += `  http_port: ${port}\n  web_root: ${join(SOURCE, 'web/dist')}\n`;
       if (s === 'proxy') yaml += `  preview_domain: ${PREVIEW_DOMAIN}\n`;
@@ -78,6 +81,7 @@ export class Platform {
     writeFileSync(join(dir, 'tidepool.yaml'), yaml);
     const platform = new Platform(dir, origin);
     platform.idp = idp;
+    platform.metricsPorts = metricsPorts;
     platform.process = spawn(
       join(BUILD, 'tidepool'),
       ['up', '--config', join(dir, 'tidepool.yaml'), '--data-dir', join(dir, 'data')],
@@ -89,6 +93,17 @@ export class Platform {
       try { return (await fetch(`${origin}/healthz`)).ok; } catch { return false; }
     }, 'the edge');
     return platform;
+  }
+
+  // One sample of a service's Prometheus metrics (the value of `name`, without labels), or null.
+  async metric(service, name) {
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${this.metricsPorts[service]}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{}`));
+      return line ? Number(line.split(' ').pop()) : null;
+    } catch {
+      return null;
+    }
   }
 
   constructor(dir, origin) {

@@ -146,9 +146,16 @@ const scenarios = {
   // Two people sign in; each gets their own OpenClaw gateway, reaches its control UI through the
   // edge with WebSockets, and completes a chat turn against the shared model server.
   async twoPeopleEachChatWithTheirOwnAgent(browser, platform, model) {
-    [casey, robin] = await Promise.all([Person.signIn(browser, platform, 'casey'),
-                                        Person.signIn(browser, platform, 'robin')]);
-    console.log(`  sign-in to gateway ready: casey ${casey.readyMs} ms, robin ${robin.readyMs} ms`);
+    // Casey signs in once the provisioner's started spare is ready, and claims it: her gateway
+    // is the spare's, stamped for her while it runs. Robin, right behind her, gets one started
+    // for him (the next spare is not ready yet).
+    await waitFor(async () => (await platform.metric('provisioner', 'tidepool_provisioner_ready_spares')) >= 1,
+                  'a started spare', 120000);
+    casey = await Person.signIn(browser, platform, 'casey');
+    robin = await Person.signIn(browser, platform, 'robin');
+    console.log(`  sign-in to gateway ready: casey ${casey.readyMs} ms (a spare), robin ${robin.readyMs} ms`);
+    const claimed = await platform.metric('provisioner', 'tidepool_provisioner_spares_claimed_total');
+    if (claimed !== 1) throw new Error(`expected one claimed spare, the provisioner counts ${claimed}`);
     if (casey.workspaceId === robin.workspaceId) throw new Error('both people got the same workspace');
     const said = { casey: `hello from casey ${nonce()}`, robin: `hello from robin ${nonce()}` };
     await casey.chat(said.casey);
