@@ -257,6 +257,39 @@ const scenarios = {
     }
   },
 
+  // A Telegram bot token added on the keys page starts OpenClaw's Telegram channel in the
+  // running Gateway (a hot reload of channels.telegram), without restarting it: only the channel
+  // starts. The channel cannot reach Telegram (the egress proxy refuses it: not on the
+  // allowlist); the Gateway stays ready regardless. The token is in no platform log.
+  async aChannelTokenStartsOnlyTheChannel(browser, platform) {
+    const before = await casey.tool();
+    const token = `${100000000 + Math.floor(Math.random() * 800000000)}:AA${(nonce() + nonce() + nonce() + nonce()).padEnd(33, 'x')}`;
+    const page = casey.page;
+    await page.goto(`${platform.origin}/keys`);
+    const block = page.getByTestId('provider-telegram');
+    await block.waitFor();
+    await block.getByLabel(/^New value for Bot token/).fill(token);
+    await block.getByRole('button', { name: /^Save\b/ }).click();
+    await page.getByTestId('status-telegram-bot_token').filter({ hasText: /^Stored$/ }).waitFor();
+    // The Gateway's log says it reloaded the channel's config, and the channel, started, tries
+    // Telegram's API through the platform's egress proxy, which refuses it (not on the list).
+    await waitFor(async () => {
+      const answer = await casey.download('.openclaw/logs/gateway.log');
+      return answer.status === 200 && /config hot reload applied \([^)]*channels\.telegram/.test(answer.text);
+    }, "the Gateway's reload of channels.telegram", 60000);
+    await waitFor(() => (platform.stdout + platform.stderr).split('\n').some((line) =>
+      line.includes('"destination":"api.telegram.org:443"') && line.includes(casey.workspaceId)),
+    "the Telegram channel's first call, refused by the egress proxy", 60000);
+    const after = await casey.tool();
+    if (after.pid !== before.pid || after.restarts !== before.restarts) {
+      throw new Error(`the gateway was restarted: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
+    }
+    if ((await casey.call('GET', `/w/${casey.workspaceId}/control-ui-config.json`)).status !== 200) {
+      throw new Error('the Gateway stopped answering its owner');
+    }
+    if ((platform.stdout + platform.stderr).includes(token)) throw new Error("the bot token is in the platform's log");
+  },
+
   // A job scheduled in OpenClaw (its own CLI in the person's terminal, with the Gateway's local
   // password read from its process, as anyone in the workspace can) appears on the schedules page, in local time and UTC, and the
   // scaler plans a wake-up for it.
