@@ -269,7 +269,7 @@ int Main() {
     (void)manager.Delete(id, absl::Now() + absl::Seconds(30));
     ids.pop_back();
   }
-  // With a started spare waiting (provisioner.warm_spares): each sign-in claims it, and is
+  // With a started spare waiting (provisioner.warm_spares), as many sign-ins: each claims it, and is
   // timed until the Gateway answers its new owner (the workspace is RUNNING only then). The
   // next spare is made before the next sign-in, as when sign-ins are further apart than the
   // Gateway's start.
@@ -281,14 +281,14 @@ int Main() {
     spare_options.warm_spares = 1;
     WorkspaceManager spares(spare_options, **store, **runtime, clock, nullptr);
     if (spares.Start().ok()) {
-      for (int i = 0; i < std::min(openclaw_count, 5); ++i) {
+      for (int i = 0; i < openclaw_count; ++i) {
         const absl::Time wait_until = absl::Now() + absl::Seconds(120);
         while (spares.ReadySpares().empty() && absl::Now() < wait_until) {
           absl::SleepFor(absl::Milliseconds(50));
         }
         if (spares.ReadySpares().empty()) break;
         const std::string owner = absl::StrCat("u_", std::string(24, 'd'), "a",
-                                               std::string(1, static_cast<char>('a' + i)));
+                                               std::string(1, static_cast<char>('a' + i % 26)));
         const absl::Time start = absl::Now();
         absl::StatusOr<EnsureOutcome> outcome = spares.Ensure(owner, "openclaw", "UTC");
         if (!outcome.ok()) break;
