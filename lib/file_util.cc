@@ -35,7 +35,8 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& dat
     const int err = errno;
     ::close(fd);
     ::unlink(tmp.c_str());
-    return absl::UnavailableError(absl::StrCat("cannot set the group of ", tmp, ": ", std::strerror(err)));
+    return absl::UnavailableError(
+        absl::StrCat("cannot set the group of ", tmp, ": ", std::strerror(err)));
   }
   ::fchmod(fd, mode);
   size_t off = 0;

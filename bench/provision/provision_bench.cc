@@ -118,7 +118,8 @@ int Main() {
   // As a root provisioner runs them: as the sandbox user (provisioner.sandbox_user).
   int sandbox_gid = -1;
   if (::geteuid() == 0) {
-    if (absl::StatusOr<SandboxHostUser> user = ResolveSandboxHostUser("tidepool-sandbox"); user.ok()) {
+    absl::StatusOr<SandboxHostUser> user = ResolveSandboxHostUser("tidepool-sandbox");
+    if (user.ok()) {
       runtime_options.sandbox_host_uid = static_cast<int>(user->uid);
       runtime_options.sandbox_host_gid = sandbox_gid = static_cast<int>(user->gid);
     }
@@ -269,8 +270,8 @@ int Main() {
     (void)manager.Delete(id, absl::Now() + absl::Seconds(30));
     ids.pop_back();
   }
-  // With a started spare waiting (provisioner.warm_spares), as many sign-ins: each claims it, and is
-  // timed until the Gateway answers its new owner (the workspace is RUNNING only then). The
+  // With a started spare waiting (provisioner.warm_spares), as many sign-ins: each claims it,
+  // and is timed until the Gateway answers its new owner (the workspace is RUNNING only then). The
   // next spare is made before the next sign-in, as when sign-ins are further apart than the
   // Gateway's start.
   std::vector<double> spare_ms;
@@ -322,8 +323,9 @@ int Main() {
   if (!stock_ms.empty()) Print("peer: bare, OpenClaw's own cache", stock_ms);
   std::printf("memory of one running workspace (its cgroup, idle after start): %.0f MiB\n",
               static_cast<double>(memory_bytes) / (1 << 20));
-  std::printf("target: sign-in -> gateway ready p50 < 8000 ms (with a spare waiting; without one when\n"
-              "sign-ins come faster than spares are made)\n");
+  std::printf(
+      "target: sign-in -> gateway ready p50 < 8000 ms (with a spare waiting; without one when\n"
+      "sign-ins come faster than spares are made)\n");
   cleanup();
   return shell_ok && !spare_ms.empty() && Percentile(spare_ms, 0.5) < 8000 ? 0 : 3;
 }

@@ -561,8 +561,8 @@ absl::Status AdoptVolume(const std::string& volume_dir, uid_t uid, gid_t gid) {
     if (::lchown(it->path().c_str(), uid, gid) == 0) ++changed;
   }
   if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot hand the volume ", volume_dir, " to the sandbox user: ", ec.message()));
+    return absl::UnavailableError(absl::StrCat("cannot hand the volume ", volume_dir,
+                                               " to the sandbox user: ", ec.message()));
   }
   if (::lchown(volume_dir.c_str(), uid, gid) != 0) {
     return absl::UnavailableError(absl::StrCat("cannot chown ", volume_dir, ": ", Errno(errno)));

@@ -465,9 +465,8 @@ absl::StatusOr<uint64_t> WorkspaceManager::Stamp(const WorkspaceRecord& workspac
       TP_ASSIGN_OR_RETURN(text, MergeKeys(workspace, file.path, text));
     }
     const std::string path = absl::StrCat(dir, "/", file.path);
-    if (const std::string parent = std::filesystem::path(path).parent_path().string(); parent != dir) {
-      TP_RETURN_IF_ERROR(PrepareSandboxReadDir(parent));
-    }
+    const std::string parent = std::filesystem::path(path).parent_path().string();
+    if (parent != dir) TP_RETURN_IF_ERROR(PrepareSandboxReadDir(parent));
     TP_RETURN_IF_ERROR(WriteSandboxReadFile(path, text, file.merge_keys ? 0600 : 0644));
     supervisorpb::StampManifestEntry* entry = manifest.add_files();
     entry->set_path(file.path);
@@ -638,7 +637,9 @@ absl::StatusOr<bool> WorkspaceManager::StampSecrets(const WorkspaceRecord& works
   const std::string env_path = dir + "/env";
   const std::string config_path = dir + "/config.json";
   if (options_.secrets == nullptr) {
-    if (!std::filesystem::exists(env_path)) TP_RETURN_IF_ERROR(WriteSandboxReadFile(env_path, "", 0600));
+    if (!std::filesystem::exists(env_path)) {
+      TP_RETURN_IF_ERROR(WriteSandboxReadFile(env_path, "", 0600));
+    }
     return false;
   }
   absl::StatusOr<std::vector<WorkspaceSecret>> secrets =
@@ -649,7 +650,9 @@ absl::StatusOr<bool> WorkspaceManager::StampSecrets(const WorkspaceRecord& works
     LogWarning("cannot resolve the owner's keys; keeping the last stamped ones",
                {{"workspace_id", workspace.workspace_id},
                 {"code", absl::StatusCodeToString(secrets.status().code())}});
-    if (!std::filesystem::exists(env_path)) TP_RETURN_IF_ERROR(WriteSandboxReadFile(env_path, "", 0600));
+    if (!std::filesystem::exists(env_path)) {
+      TP_RETURN_IF_ERROR(WriteSandboxReadFile(env_path, "", 0600));
+    }
     return false;
   }
   std::map<std::string, std::pair<std::string, bool>> env;  // name -> (value, reloadable)
@@ -852,7 +855,8 @@ absl::StatusOr<std::string> WorkspaceManager::MakeSpare(const ToolProfile& profi
         absl::MutexLock lock(&spares_mu_);
         if (spares_stopping_) return absl::CancelledError("stopping");
       }
-      absl::StatusOr<SupervisorReply> reply = CallSupervisor(id, "GetStatus", "{}", absl::Seconds(1));
+      absl::StatusOr<SupervisorReply> reply =
+          CallSupervisor(id, "GetStatus", "{}", absl::Seconds(1));
       if (reply.ok() && reply->status == 200 &&
           absl::StrContains(reply->body, "\"TOOL_HEALTH_HEALTHY\"")) {
         return absl::OkStatus();
@@ -961,7 +965,8 @@ absl::Status WorkspaceManager::BringUp(const WorkspaceRecord& workspace) {
     if (adopted.ok()) return adopted;
     // Started as any new workspace is, from its volume, with the owner's stamp.
     LogWarning("a claimed spare did not take its owner; starting it afresh",
-               {{"workspace_id", workspace.workspace_id}, {"error", std::string(adopted.message())}});
+               {{"workspace_id", workspace.workspace_id},
+                {"error", std::string(adopted.message())}});
     (void)runtime_.Stop(workspace.workspace_id, options_.stop_grace);
   }
   TP_ASSIGN_OR_RETURN(SandboxStatus status, runtime_.Status(workspace.workspace_id));

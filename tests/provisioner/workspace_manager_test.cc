@@ -857,8 +857,9 @@ TEST_F(WorkspaceSecretsTest, ARootProvisionersSandboxRunsAsItsOwnHostUserAndRead
   options_.model_server_url = "http://10.0.0.5:8000/v1";
   options_.model_server_model = "tiny-instruct";
   StartManager();
-  secrets_.Set({Key("anthropic", "sk-ant-first-value-000000", {"ANTHROPIC_API_KEY"}, {}, false),
-                Key("brave", "BSA-brave-key-0000000000", {}, {"plugins.entries.brave.apiKey"}, true)});
+  secrets_.Set(
+      {Key("anthropic", "sk-ant-first-value-000000", {"ANTHROPIC_API_KEY"}, {}, false),
+       Key("brave", "BSA-brave-key-0000000000", {}, {"plugins.entries.brave.apiKey"}, true)});
   absl::StatusOr<EnsureOutcome> outcome = manager_->Ensure(kAlice, "stampvars", "UTC");
   ASSERT_THAT(outcome, IsOk());
   absl::StatusOr<WorkspaceRecord> settled =
@@ -895,7 +896,8 @@ TEST_F(WorkspaceSecretsTest, ARootProvisionersSandboxRunsAsItsOwnHostUserAndRead
                             "id -u; grep -c BSA-brave-key ~/.config/merged.json; "
                             "tr '\\0' '\\n' < /proc/$(pgrep -x sleep | head -1)/environ | "
                             "grep -c ANTHROPIC_API_KEY=sk-ant; "
-                            "echo x >> /etc/tidepool/merged.json || echo re\"\"fused; echo do\"\"ne\n",
+                            "echo x >> /etc/tidepool/merged.json || echo re\"\"fused; "
+                            "echo do\"\"ne\n",
                             "done\r\n"),
               ::testing::AllOf(HasSubstr("1000\r\n1\r\n1\r\n"), HasSubstr("refused")));
 }
