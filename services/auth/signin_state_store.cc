@@ -63,17 +63,24 @@ absl::StatusOr<NewSignIn> SignInStateStore::Create(const SignInState& state) {
   const std::string source = state.source_address.substr(0, kMaxValueBytes);
 
   absl::MutexLock lock(&mu_);
+  // One write transaction for the check and the insert: the count's statement would otherwise
+  // hold a read snapshot into the insert, and a write another connection (the outbox, a user
+  // update) committed meanwhile made SQLite refuse it at once ("database is locked", without
+  // waiting), failing a sign-in.
+  TP_ASSIGN_OR_RETURN(Transaction txn, db_.Begin());
   TP_ASSIGN_OR_RETURN(Statement purge, db_.Prepare("DELETE FROM signin_states WHERE expire_us <= ?"));
   TP_RETURN_IF_ERROR(purge.Bind(1, absl::ToUnixMicros(now)));
   TP_RETURN_IF_ERROR(purge.Step().status());
-  TP_ASSIGN_OR_RETURN(
-      Statement count,
-      db_.Prepare("SELECT COUNT(*), SUM(source_address = ?) FROM signin_states"));
-  TP_RETURN_IF_ERROR(count.Bind(1, absl::string_view(source)));
-  TP_RETURN_IF_ERROR(count.Step().status());
-  if (count.ColumnInt(0) >= options_.max_total || count.ColumnInt(1) >= options_.max_per_source) {
-    return absl::ResourceExhaustedError(
-        "too many sign-ins were started and not finished; wait a few minutes and try again");
+  {
+    TP_ASSIGN_OR_RETURN(
+        Statement count,
+        db_.Prepare("SELECT COUNT(*), SUM(source_address = ?) FROM signin_states"));
+    TP_RETURN_IF_ERROR(count.Bind(1, absl::string_view(source)));
+    TP_RETURN_IF_ERROR(count.Step().status());
+    if (count.ColumnInt(0) >= options_.max_total || count.ColumnInt(1) >= options_.max_per_source) {
+      return absl::ResourceExhaustedError(
+          "too many sign-ins were started and not finished; wait a few minutes and try again");
+    }
   }
   TP_ASSIGN_OR_RETURN(
       Statement insert,
@@ -88,6 +95,7 @@ absl::StatusOr<NewSignIn> SignInStateStore::Create(const SignInState& state) {
   TP_RETURN_IF_ERROR(insert.Bind(7, absl::string_view(source)));
   TP_RETURN_IF_ERROR(insert.Bind(8, absl::ToUnixMicros(created.expire_time)));
   TP_RETURN_IF_ERROR(insert.Step().status());
+  TP_RETURN_IF_ERROR(txn.Commit());
   return created;
 }
 
