@@ -37,6 +37,19 @@ constexpr size_t kMaxEvents = 10000;
 // (u_ and 26 base32 characters), so the tool lets no one in.
 constexpr char kSpareOwner[] = "tidepool-spare";
 
+// A supervisor's GetStatus answer, or nullopt when it gave none (or not one that parses).
+std::optional<supervisorpb::GetStatusResponse> ParseStatus(
+    const absl::StatusOr<SupervisorReply>& reply) {
+  supervisorpb::GetStatusResponse status;
+  google::protobuf::util::JsonParseOptions lenient;
+  lenient.ignore_unknown_fields = true;
+  if (!reply.ok() || reply->status != 200 ||
+      !google::protobuf::util::JsonStringToMessage(reply->body, &status, lenient).ok()) {
+    return std::nullopt;
+  }
+  return status;
+}
+
 bool Settled(const WorkspaceRecord& w) {
   return w.state == w.desired_state || w.state == commonpb::WORKSPACE_STATE_FAILED;
 }
@@ -735,25 +748,34 @@ absl::Status WorkspaceManager::OnSecretsChanged(const std::string& owner_user_id
     auto profile = options_.profiles.find(workspace->profile);
     if (profile != options_.profiles.end()) {
       TP_ASSIGN_OR_RETURN(uint64_t generation, Stamp(*workspace, profile->second));
-      TP_ASSIGN_OR_RETURN(
-          SupervisorReply updated,
-          CallSupervisor(workspace->workspace_id, "UpdateStamp",
-                         absl::StrCat("{\"generation\":\"", generation, "\"}"), absl::Seconds(15)));
-      if (updated.status != 200) {
-        return absl::UnavailableError(
-            absl::StrCat("the supervisor did not take the new stamp (HTTP ", updated.status, ")"));
-      }
+      TP_RETURN_IF_ERROR(InstallStamp(workspace->workspace_id, generation));
     }
   }
   if (!restart) return absl::OkStatus();
+  return RestartToolForKeys(workspace->workspace_id);
+}
+
+absl::Status WorkspaceManager::InstallStamp(const std::string& workspace_id, uint64_t generation) {
+  TP_ASSIGN_OR_RETURN(
+      SupervisorReply updated,
+      CallSupervisor(workspace_id, "UpdateStamp",
+                     absl::StrCat("{\"generation\":\"", generation, "\"}"), absl::Seconds(15)));
+  if (updated.status != 200) {
+    return absl::UnavailableError(
+        absl::StrCat("the supervisor did not take the new stamp (HTTP ", updated.status, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WorkspaceManager::RestartToolForKeys(const std::string& workspace_id) {
   TP_ASSIGN_OR_RETURN(SupervisorReply reply,
-                      CallSupervisor(workspace->workspace_id, "RestartTool",
-                                     "{\"reason\":\"keys_changed\"}", absl::Seconds(15)));
+                      CallSupervisor(workspace_id, "RestartTool", "{\"reason\":\"keys_changed\"}",
+                                     absl::Seconds(15)));
   if (reply.status != 200) {
     return absl::UnavailableError(absl::StrCat("the supervisor did not restart the tool (HTTP ",
                                                reply.status, ")"));
   }
-  LogInfo("restarted the tool for changed keys", {{"workspace_id", workspace->workspace_id}});
+  LogInfo("restarted the tool for changed keys", {{"workspace_id", workspace_id}});
   return absl::OkStatus();
 }
 
@@ -855,10 +877,9 @@ absl::StatusOr<std::string> WorkspaceManager::MakeSpare(const ToolProfile& profi
         absl::MutexLock lock(&spares_mu_);
         if (spares_stopping_) return absl::CancelledError("stopping");
       }
-      absl::StatusOr<SupervisorReply> reply =
-          CallSupervisor(id, "GetStatus", "{}", absl::Seconds(1));
-      if (reply.ok() && reply->status == 200 &&
-          absl::StrContains(reply->body, "\"TOOL_HEALTH_HEALTHY\"")) {
+      std::optional<supervisorpb::GetStatusResponse> tool =
+          ParseStatus(CallSupervisor(id, "GetStatus", "{}", absl::Seconds(1)));
+      if (tool.has_value() && tool->tool().health() == supervisorpb::TOOL_HEALTH_HEALTHY) {
         return absl::OkStatus();
       }
       absl::StatusOr<SandboxStatus> status = runtime_.Status(id);
@@ -893,23 +914,8 @@ absl::Status WorkspaceManager::AdoptSpare(const WorkspaceRecord& workspace,
   TP_ASSIGN_OR_RETURN(bool restart, StampSecrets(workspace));
   TP_ASSIGN_OR_RETURN(uint64_t generation, Stamp(workspace, profile));
   TP_RETURN_IF_ERROR(runtime_.Create(SpecFor(workspace, profile)));
-  TP_ASSIGN_OR_RETURN(SupervisorReply updated,
-                      CallSupervisor(id, "UpdateStamp",
-                                     absl::StrCat("{\"generation\":\"", generation, "\"}"),
-                                     absl::Seconds(15)));
-  if (updated.status != 200) {
-    return absl::UnavailableError(
-        absl::StrCat("the supervisor did not take the owner's stamp (HTTP ", updated.status, ")"));
-  }
-  if (restart) {  // a key the tool reads from its environment
-    TP_ASSIGN_OR_RETURN(SupervisorReply reply,
-                        CallSupervisor(id, "RestartTool", "{\"reason\":\"keys_changed\"}",
-                                       absl::Seconds(15)));
-    if (reply.status != 200) {
-      return absl::UnavailableError(absl::StrCat("the supervisor did not restart the tool (HTTP ",
-                                                 reply.status, ")"));
-    }
-  }
+  TP_RETURN_IF_ERROR(InstallStamp(id, generation));
+  if (restart) TP_RETURN_IF_ERROR(RestartToolForKeys(id));  // a key read from the environment
   const absl::Time deadline = absl::Now() + options_.ready_timeout;
   while (absl::Now() < deadline) {
     if (ToolAcceptsOwner(workspace, profile)) return absl::OkStatus();
@@ -1089,7 +1095,7 @@ absl::StatusOr<EnsureOutcome> WorkspaceManager::Ensure(const std::string& owner_
   }
   // A new person of the default profile gets a started spare, if one is ready.
   std::string spare;
-  if (chosen == options_.default_profile) {
+  if (chosen == options_.default_profile && options_.warm_spares > 0) {
     absl::StatusOr<std::optional<WorkspaceRecord>> existing = store_.GetByOwner(owner_user_id);
     if (existing.ok() && (!existing->has_value() ||
                           (*existing)->state == commonpb::WORKSPACE_STATE_DELETED)) {
@@ -1293,16 +1299,12 @@ WorkspaceHealthView WorkspaceManager::Health(const WorkspaceRecord& workspace) {
     if (it != health_.end() && now - it->second.second < absl::Seconds(5)) return it->second.first;
   }
   WorkspaceHealthView health = WorkspaceHealthView::kUnhealthy;  // no answer
-  absl::StatusOr<SupervisorReply> reply =
-      CallSupervisor(workspace.workspace_id, "GetStatus", "{}", absl::Seconds(1));
-  supervisorpb::GetStatusResponse status;
-  google::protobuf::util::JsonParseOptions lenient;
-  lenient.ignore_unknown_fields = true;
-  if (reply.ok() && reply->status == 200 &&
-      google::protobuf::util::JsonStringToMessage(reply->body, &status, lenient).ok()) {
-    switch (status.tool().health()) {
+  if (std::optional<supervisorpb::GetStatusResponse> status = ParseStatus(
+          CallSupervisor(workspace.workspace_id, "GetStatus", "{}", absl::Seconds(1)));
+      status.has_value()) {
+    switch (status->tool().health()) {
       case supervisorpb::TOOL_HEALTH_HEALTHY:
-        health = status.config_ok() ? WorkspaceHealthView::kHealthy : WorkspaceHealthView::kDegraded;
+        health = status->config_ok() ? WorkspaceHealthView::kHealthy : WorkspaceHealthView::kDegraded;
         break;
       case supervisorpb::TOOL_HEALTH_STARTING:
       case supervisorpb::TOOL_HEALTH_RESTARTING:

@@ -227,6 +227,10 @@ class WorkspaceManager {
   absl::StatusOr<SupervisorReply> CallSupervisor(const std::string& workspace_id,
                                                  const std::string& method, const std::string& body,
                                                  absl::Duration timeout);
+  // Has the running supervisor install stamp `generation` (its guard reloads the files).
+  absl::Status InstallStamp(const std::string& workspace_id, uint64_t generation);
+  // Restarts the running tool, so that changed environment keys reach it.
+  absl::Status RestartToolForKeys(const std::string& workspace_id);
   // PollConfigGuards' response to a supervisor that stopped answering.
   void RestartUnresponsive(const std::string& workspace_id);
   void Observe(const std::string& workspace_id, WorkspaceState state, const std::string& reason);

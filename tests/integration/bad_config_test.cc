@@ -51,6 +51,19 @@ class BadConfigTest : public ::testing::Test {
     return {BinaryPath("tidepool"), "up", "--config", config, "--data-dir", tmp_.Join("data")};
   }
 
+  // `tidepool up` with every service on free ports and `provisioner_lines` ("  key: value\n")
+  // in the provisioner's section; what it printed and how it exited.
+  absl::StatusOr<tidepool::testing::CommandResult> UpWithProvisioner(
+      const std::string& provisioner_lines) {
+    std::string config = "log:\n  level: info\n";
+    for (const char* svc : {"auth", "provisioner", "secrets", "proxy", "scaler", "audit"}) {
+      config += absl::StrCat(svc, ":\n  grpc_port: 0\n  metrics_port: 0\n");
+      if (std::string(svc) == "provisioner") config += provisioner_lines;
+    }
+    config += "  checkpoint_append_only: false\n";  // audit: removable with the temp dir
+    return tidepool::testing::RunCommand(Up(Write(config)), tmp_.path(), absl::Seconds(20));
+  }
+
   tidepool::testing::ScopedTempDir tmp_;
 };
 
@@ -114,16 +127,8 @@ TEST_F(BadConfigTest, PortAlreadyTaken) {
 // The OpenClaw profile as the default needs the administrator's model server: without it the
 // platform does not start, and says which settings are missing.
 TEST_F(BadConfigTest, TheOpenClawProfileWithoutAModelServer) {
-  std::string config = "log:\n  level: info\n";
-  for (const char* svc : {"auth", "provisioner", "secrets", "proxy", "scaler", "audit"}) {
-    config += absl::StrCat(svc, ":\n  grpc_port: 0\n  metrics_port: 0\n");
-    if (std::string(svc) == "provisioner") {
-      config += "  default_profile: openclaw\n  hard_disk_quota: false\n";
-    }
-  }
-  config += "  checkpoint_append_only: false\n";  // audit: removable with the temp dir
   absl::StatusOr<tidepool::testing::CommandResult> result =
-      tidepool::testing::RunCommand(Up(Write(config)), tmp_.path(), absl::Seconds(20));
+      UpWithProvisioner("  default_profile: openclaw\n  hard_disk_quota: false\n");
   ASSERT_THAT(result, IsOk());
   EXPECT_NE(result->exit_code, 0) << result->out;
   EXPECT_THAT(result->err,
@@ -133,16 +138,8 @@ TEST_F(BadConfigTest, TheOpenClawProfileWithoutAModelServer) {
 
 TEST_F(BadConfigTest, ARootProvisionerWhoseSandboxUserDoesNotExist) {
   if (::geteuid() != 0) GTEST_SKIP() << "only a root provisioner has a sandbox user";
-  std::string config = "log:\n  level: info\n";
-  for (const char* svc : {"auth", "provisioner", "secrets", "proxy", "scaler", "audit"}) {
-    config += absl::StrCat(svc, ":\n  grpc_port: 0\n  metrics_port: 0\n");
-    if (std::string(svc) == "provisioner") {
-      config += "  sandbox_user: no-such-sandbox-user\n  hard_disk_quota: false\n";
-    }
-  }
-  config += "  checkpoint_append_only: false\n";  // audit: removable with the temp dir
   absl::StatusOr<tidepool::testing::CommandResult> result =
-      tidepool::testing::RunCommand(Up(Write(config)), tmp_.path(), absl::Seconds(20));
+      UpWithProvisioner("  sandbox_user: no-such-sandbox-user\n  hard_disk_quota: false\n");
   ASSERT_THAT(result, IsOk());
   EXPECT_NE(result->exit_code, 0) << result->out;
   EXPECT_THAT(result->err, HasSubstr("tidepool: provisioner: provisioner.sandbox_user "

@@ -125,6 +125,24 @@ class Person {
     }, { base: `/w/${this.workspaceId}/_tidepool/v1`, path, text: bytes });
   }
 
+  // Stores `value` for the provider's field on the keys page, as the person would.
+  async storeKey(platform, provider, field, label, value) {
+    await this.page.goto(`${platform.origin}/keys`);
+    const block = this.page.getByTestId(`provider-${provider}`);
+    await block.waitFor();
+    await block.getByLabel(new RegExp(`^New value for ${label}`)).fill(value);
+    await block.getByRole('button', { name: /^Save\b/ }).click();
+    await this.page.getByTestId(`status-${provider}-${field}`).filter({ hasText: /^Stored$/ }).waitFor();
+  }
+
+  // Throws if the gateway's process is not the one `before` (from tool()) named.
+  async expectSameGateway(before) {
+    const after = await this.tool();
+    if (after.pid !== before.pid || after.restarts !== before.restarts) {
+      throw new Error(`the gateway was restarted: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
+    }
+  }
+
   async download(path) {
     const answer = await this.call('GET', `/w/${this.workspaceId}/_tidepool/v1/download?path=${encodeURIComponent(path)}`);
     return answer;
@@ -235,23 +253,14 @@ const scenarios = {
     const personal = `tpk-${nonce()}${nonce()}${nonce()}`;
     await model.acceptKeys([personal]);
     try {
-      const page = casey.page;
-      await page.goto(`${platform.origin}/keys`);
-      const block = page.getByTestId('provider-model_server');
-      await block.waitFor();
-      await block.getByLabel(/^New value for API key/).fill(personal);
-      await block.getByRole('button', { name: /^Save\b/ }).click();
-      await page.getByTestId('status-model_server-api_key').filter({ hasText: /^Stored$/ }).waitFor();
-      await shoot(page, 'openclaw-keys');
+      await casey.storeKey(platform, 'model_server', 'api_key', 'API key', personal);
+      await shoot(casey.page, 'openclaw-keys');
       const words = `with my own key ${nonce()}`;
       await casey.chat(words, { timeout: 90000 });
       const { requests } = await model.log();
       const turn = requests.find((r) => r.last_user_message.includes(words));
       if (!turn || turn.key_suffix !== personal.slice(-4)) throw new Error(`the turn did not use the new key: ${JSON.stringify(turn)}`);
-      const after = await casey.tool();
-      if (after.pid !== before.pid || after.restarts !== before.restarts) {
-        throw new Error(`the gateway was restarted: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
-      }
+      await casey.expectSameGateway(before);
     } finally {
       await model.acceptKeys(['tidepool']);
     }
@@ -264,13 +273,7 @@ const scenarios = {
   async aChannelTokenStartsOnlyTheChannel(browser, platform) {
     const before = await casey.tool();
     const token = `${100000000 + Math.floor(Math.random() * 800000000)}:AA${(nonce() + nonce() + nonce() + nonce()).padEnd(33, 'x')}`;
-    const page = casey.page;
-    await page.goto(`${platform.origin}/keys`);
-    const block = page.getByTestId('provider-telegram');
-    await block.waitFor();
-    await block.getByLabel(/^New value for Bot token/).fill(token);
-    await block.getByRole('button', { name: /^Save\b/ }).click();
-    await page.getByTestId('status-telegram-bot_token').filter({ hasText: /^Stored$/ }).waitFor();
+    await casey.storeKey(platform, 'telegram', 'bot_token', 'Bot token', token);
     // The Gateway's log says it reloaded the channel's config, and the channel, started, tries
     // Telegram's API through the platform's egress proxy, which refuses it (not on the list).
     await waitFor(async () => {
@@ -280,10 +283,7 @@ const scenarios = {
     await waitFor(() => (platform.stdout + platform.stderr).split('\n').some((line) =>
       line.includes('"destination":"api.telegram.org:443"') && line.includes(casey.workspaceId)),
     "the Telegram channel's first call, refused by the egress proxy", 60000);
-    const after = await casey.tool();
-    if (after.pid !== before.pid || after.restarts !== before.restarts) {
-      throw new Error(`the gateway was restarted: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
-    }
+    await casey.expectSameGateway(before);
     if ((await casey.call('GET', `/w/${casey.workspaceId}/control-ui-config.json`)).status !== 200) {
       throw new Error('the Gateway stopped answering its owner');
     }
